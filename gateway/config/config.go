@@ -1,0 +1,159 @@
+// Package config reads and validates the router's configuration file: the
+// spec's JSON array of {type, provider, address, auth, options} entries.
+//
+// Decoding is strict and complete: every problem of a file is reported at
+// once, each with the file, the entry index, its type/provider and the field
+// path, and no input makes the loader panic (see FuzzLoad).
+package config
+
+import (
+	"time"
+)
+
+// DefaultPath is where the daemon looks for its config without -config.
+const DefaultPath = "/etc/vmware-event-router/config"
+
+// Config is a validated configuration file.
+type Config struct {
+	// File is the path the configuration was read from.
+	File string
+
+	// Exactly one stream: VCenter or VCSim.
+	VCenter *VCenter
+	VCSim   *VCSim
+
+	// Exactly one processor: OpenFaaS, EventBridge or Stdout.
+	OpenFaaS    *OpenFaaS
+	EventBridge *EventBridge
+	Stdout      *Stdout
+
+	// Filters are the user's WebAssembly filters, in the order they run.
+	Filters []WasmFilter
+
+	Metrics Metrics
+
+	// State is the router's writable directory; nil without one.
+	State *State
+}
+
+// StreamProvider returns the configured stream's provider name.
+func (c *Config) StreamProvider() string {
+	if c.VCSim != nil {
+		return ProviderVCSim
+	}
+	return ProviderVCenter
+}
+
+// ProcessorProvider returns the configured processor's provider name.
+func (c *Config) ProcessorProvider() string {
+	switch {
+	case c.OpenFaaS != nil:
+		return ProviderOpenFaaS
+	case c.EventBridge != nil:
+		return ProviderEventBridge
+	}
+	return ProviderStdout
+}
+
+// Entry types and providers, as they appear in the file.
+const (
+	TypeStream    = "stream"
+	TypeProcessor = "processor"
+	TypeFilter    = "filter"
+	TypeMetrics   = "metrics"
+	TypeInternal  = "internal"
+
+	ProviderVCenter     = "vmware_vcenter"
+	ProviderVCSim       = "vcsim"
+	ProviderOpenFaaS    = "openfaas"
+	ProviderEventBridge = "aws_event_bridge"
+	ProviderStdout      = "stdout"
+	ProviderWasm        = "wasm"
+	ProviderInternal    = "internal"
+	ProviderMetrics     = "metrics"
+	ProviderState       = "state"
+)
+
+// VCenter is the stream/vmware_vcenter entry.
+type VCenter struct {
+	Address  string // https://HOST[:PORT]/sdk
+	Username string
+	Password Secret
+	Insecure bool   // skip TLS verification
+	CAFile   string // extra CA bundle (PEM); empty: system roots
+}
+
+// VCSim is the stream/vcsim entry: the embedded simulator and its event
+// generator.
+type VCSim struct {
+	Rate float64 // generated events per second
+}
+
+// OpenFaaS is the processor/openfaas entry.
+type OpenFaaS struct {
+	Address         string
+	Username        string
+	Password        Secret
+	Async           bool
+	RefreshInterval time.Duration
+	Concurrency     int
+	Timeout         time.Duration
+	RetryLimit      int // 0: never give up
+	QueueSize       int
+	CallbackURL     string
+}
+
+// EventBridge is the processor/aws_event_bridge entry.
+type EventBridge struct {
+	AccessKeyID     string
+	SecretAccessKey Secret
+	Region          string
+	EventBus        string
+	RuleARN         string
+	ResyncInterval  time.Duration
+	Endpoint        string // empty: the SDK's default (AWS_ENDPOINT_URL is honoured)
+	BatchLinger     time.Duration
+	RetryLimit      int
+	QueueSize       int
+}
+
+// Stdout is the processor/stdout entry: one CloudEvent JSON per line.
+type Stdout struct{}
+
+// OnError is what a filter's failure does to the event.
+type OnError string
+
+// OnError policies.
+const (
+	OnErrorPass       OnError = "pass"
+	OnErrorDrop       OnError = "drop"
+	OnErrorDeadLetter OnError = "dead_letter"
+)
+
+// WasmFilter is one filter/wasm entry.
+type WasmFilter struct {
+	Index       int    // the entry's index in the file, for messages
+	Address     string // a .wasm or .wasm.gz file, or a directory of them
+	Timeout     time.Duration
+	OnError     OnError
+	Config      string // handed to the module
+	MemoryLimit int64  // bytes
+	PoolSize    int
+}
+
+// Metrics is the metrics/internal (or internal/metrics) entry.
+type Metrics struct {
+	Address     string // HOST:PORT
+	BasicAuth   bool
+	Username    string
+	Password    Secret
+	TLSCertFile string
+	TLSKeyFile  string
+}
+
+// State is the internal/state entry: the router's one writable directory.
+type State struct {
+	Dir               string
+	ReplayWindow      time.Duration
+	DeadLetterMaxSize int64
+}

@@ -1,0 +1,735 @@
+package config
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/viper"
+)
+
+// Problem is one thing wrong with a configuration file.
+type Problem struct {
+	File     string
+	Index    int    // entry index; -1 for the file as a whole
+	Type     string // the entry's type, when known
+	Provider string // the entry's provider, when known
+	Field    string // path inside the entry ("auth.method", "options.timeout")
+	Msg      string
+}
+
+func (p Problem) Error() string {
+	var b strings.Builder
+	b.WriteString(p.File)
+	b.WriteString(": ")
+	if p.Index >= 0 {
+		fmt.Fprintf(&b, "entry [%d]", p.Index)
+		if p.Type != "" || p.Provider != "" {
+			fmt.Fprintf(&b, " (%s/%s)", p.Type, p.Provider)
+		}
+		b.WriteString(": ")
+	}
+	if p.Field != "" {
+		b.WriteString(p.Field)
+		b.WriteString(": ")
+	}
+	b.WriteString(p.Msg)
+	return b.String()
+}
+
+// Problems is every problem found in one file. Its message lists them one a
+// line.
+type Problems []Problem
+
+func (ps Problems) Error() string {
+	lines := make([]string, len(ps))
+	for i, p := range ps {
+		lines[i] = p.Error()
+	}
+	return strings.Join(lines, "\n")
+}
+
+// Load reads, decodes and validates the configuration file at path.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return Parse(path, data)
+}
+
+// Parse decodes and validates a configuration file's content; name is used
+// in messages. It never panics.
+func Parse(name string, data []byte) (cfg *Config, err error) {
+	defer func() {
+		// Parse is a parser of untrusted input: nothing in it should panic,
+		// and if a dependency ever does, the user still gets a message.
+		if r := recover(); r != nil {
+			cfg, err = nil, Problems{{File: name, Index: -1, Msg: fmt.Sprintf("internal error while reading the file: %v", r)}}
+		}
+	}()
+	entries, perr := decode(name, data)
+	if perr != nil {
+		return nil, perr
+	}
+	v := validator{file: name, cfg: &Config{File: name}}
+	v.entries(entries)
+	if len(v.problems) > 0 {
+		return nil, v.problems
+	}
+	return v.cfg, nil
+}
+
+// decode checks the file is a JSON array of objects and reads it with viper.
+// encoding/json goes first because it reports where a syntax error is; viper
+// reads the array wrapped in an object, since it cannot read a top-level
+// array.
+func decode(name string, data []byte) ([]any, error) {
+	fileProblem := func(format string, args ...any) error {
+		return Problems{{File: name, Index: -1, Msg: fmt.Sprintf(format, args...)}}
+	}
+	trimmed := bytes.TrimSpace(data)
+	if len(trimmed) == 0 {
+		return nil, fileProblem("the file is empty: it must be a JSON array of entries, [{...}, {...}]")
+	}
+	var probe any
+	if err := json.Unmarshal(trimmed, &probe); err != nil {
+		var syn *json.SyntaxError
+		if errors.As(err, &syn) {
+			line, col := lineCol(trimmed, syn.Offset)
+			return nil, fileProblem("invalid JSON at line %d, column %d: %v", line, col, err)
+		}
+		if err.Error() == "unexpected end of JSON input" {
+			return nil, fileProblem("invalid JSON: the file ends early (truncated?)")
+		}
+		return nil, fileProblem("invalid JSON: %v", err)
+	}
+	if _, ok := probe.([]any); !ok {
+		return nil, fileProblem("the file must be a JSON array of entries, [{...}, {...}], got %s", jsonKind(probe))
+	}
+	wrapped := make([]byte, 0, len(trimmed)+16)
+	wrapped = append(wrapped, `{"entries":`...)
+	wrapped = append(wrapped, trimmed...)
+	wrapped = append(wrapped, '}')
+	v := viper.New()
+	v.SetConfigType("json")
+	if err := v.ReadConfig(bytes.NewReader(wrapped)); err != nil {
+		return nil, fileProblem("reading the file: %v", err)
+	}
+	entries, ok := v.Get("entries").([]any)
+	if !ok {
+		return nil, fileProblem("the file must be a JSON array of entries")
+	}
+	if len(entries) == 0 {
+		return nil, fileProblem("the array has no entries: stream, processor and metrics entries are required")
+	}
+	return entries, nil
+}
+
+func lineCol(data []byte, offset int64) (line, col int) {
+	line, col = 1, 1
+	for i := int64(0); i < offset-1 && i < int64(len(data)); i++ {
+		if data[i] == '\n' {
+			line++
+			col = 1
+		} else {
+			col++
+		}
+	}
+	return line, col
+}
+
+func jsonKind(v any) string {
+	switch v.(type) {
+	case map[string]any:
+		return "an object (put the entries in an array: [{...}, {...}])"
+	case []any:
+		return "an array"
+	case string:
+		return "a string"
+	case float64:
+		return "a number"
+	case bool:
+		return "a boolean"
+	case nil:
+		return "null"
+	}
+	return fmt.Sprintf("%T", v)
+}
+
+type validator struct {
+	file     string
+	cfg      *Config
+	problems Problems
+}
+
+// entryCtx carries one entry being validated.
+type entryCtx struct {
+	v        *validator
+	index    int
+	typ      string
+	provider string
+	raw      map[string]any
+	address  string
+	method   string
+	secret   map[string]string
+	options  map[string]string
+	used     map[string]bool // options read by the schema
+}
+
+func (e *entryCtx) problem(field, format string, args ...any) {
+	e.v.problems = append(e.v.problems, Problem{
+		File: e.v.file, Index: e.index, Type: e.typ, Provider: e.provider,
+		Field: field, Msg: fmt.Sprintf(format, args...),
+	})
+}
+
+func (v *validator) fileProblem(format string, args ...any) {
+	v.problems = append(v.problems, Problem{File: v.file, Index: -1, Msg: fmt.Sprintf(format, args...)})
+}
+
+// kinds is the closed registry of entries: (type, provider) to the function
+// that validates and records one.
+var kinds = map[[2]string]func(*entryCtx){
+	{TypeStream, ProviderVCenter}:        vcenterEntry,
+	{TypeStream, ProviderVCSim}:          vcsimEntry,
+	{TypeProcessor, ProviderOpenFaaS}:    openfaasEntry,
+	{TypeProcessor, ProviderEventBridge}: eventbridgeEntry,
+	{TypeProcessor, ProviderStdout}:      stdoutEntry,
+	{TypeFilter, ProviderWasm}:           wasmEntry,
+	{TypeMetrics, ProviderInternal}:      metricsEntry,
+	{TypeInternal, ProviderMetrics}:      metricsEntry,
+	{TypeInternal, ProviderState}:        stateEntry,
+}
+
+func knownKinds() string {
+	var names []string
+	for k := range kinds {
+		names = append(names, k[0]+"/"+k[1])
+	}
+	sort.Strings(names)
+	return strings.Join(names, ", ")
+}
+
+func (v *validator) entries(entries []any) {
+	var streams, processors, metrics, states []string
+	for i, raw := range entries {
+		e := &entryCtx{v: v, index: i}
+		m, ok := raw.(map[string]any)
+		if !ok {
+			e.problem("", "must be an object {type, provider, address, auth, options}, got %s", jsonKind(raw))
+			continue
+		}
+		e.raw = m
+		e.typ = e.str("type", true)
+		e.provider = e.str("provider", true)
+		e.address = e.str("address", false)
+		for k := range m {
+			switch k {
+			case "type", "provider", "address", "auth", "options":
+			default:
+				e.problem(k, "unknown field (allowed: type, provider, address, auth, options)")
+			}
+		}
+		e.readAuth()
+		e.readOptions()
+		if e.typ == "" || e.provider == "" {
+			continue
+		}
+		check, ok := kinds[[2]string{e.typ, e.provider}]
+		if !ok {
+			e.problem("", "unknown entry kind %s/%s (known: %s)", e.typ, e.provider, knownKinds())
+			continue
+		}
+		where := fmt.Sprintf("entry [%d] (%s/%s)", i, e.typ, e.provider)
+		switch {
+		case e.typ == TypeStream:
+			streams = append(streams, where)
+		case e.typ == TypeProcessor:
+			processors = append(processors, where)
+		case e.provider == ProviderState:
+			states = append(states, where)
+		case e.typ == TypeMetrics || e.provider == ProviderMetrics:
+			metrics = append(metrics, where)
+		}
+		check(e)
+		for k := range e.options {
+			if !e.used[k] {
+				e.problem("options."+k, "unknown option for %s/%s%s", e.typ, e.provider, e.knownOptions())
+			}
+		}
+	}
+	one := func(what string, found []string, example string) {
+		switch {
+		case len(found) == 0:
+			v.fileProblem("no %s entry: exactly one is required, e.g. %s", what, example)
+		case len(found) > 1:
+			v.fileProblem("%d %s entries (%s): exactly one is allowed; run one router per vCenter", len(found), what, strings.Join(found, ", "))
+		}
+	}
+	one("stream", streams, `{"type": "stream", "provider": "vmware_vcenter", ...}`)
+	one("processor", processors, `{"type": "processor", "provider": "openfaas", ...}`)
+	one("metrics", metrics, `{"type": "metrics", "provider": "internal", "address": "0.0.0.0:8080", "auth": {"method": "none"}}`)
+	if len(states) > 1 {
+		v.fileProblem("%d internal/state entries (%s): at most one is allowed", len(states), strings.Join(states, ", "))
+	}
+}
+
+// str reads a top-level string field of the entry.
+func (e *entryCtx) str(key string, required bool) string {
+	raw, ok := e.raw[key]
+	if !ok || raw == nil {
+		if required {
+			e.problem(key, "required field is missing")
+		}
+		return ""
+	}
+	s, ok := raw.(string)
+	if !ok {
+		e.problem(key, "must be a string, got %s", jsonKind(raw))
+		return ""
+	}
+	if required && strings.TrimSpace(s) == "" {
+		e.problem(key, "must not be empty")
+	}
+	return s
+}
+
+func (e *entryCtx) readAuth() {
+	raw, ok := e.raw["auth"]
+	if !ok || raw == nil {
+		return
+	}
+	m, ok := raw.(map[string]any)
+	if !ok {
+		e.problem("auth", "must be an object {method, secret}, got %s", jsonKind(raw))
+		return
+	}
+	for k, val := range m {
+		switch k {
+		case "method":
+			s, ok := val.(string)
+			if !ok {
+				e.problem("auth.method", "must be a string, got %s", jsonKind(val))
+				continue
+			}
+			e.method = s
+		case "secret":
+			sm, ok := val.(map[string]any)
+			if !ok {
+				if val != nil {
+					e.problem("auth.secret", "must be an object of strings, got %s", jsonKind(val))
+				}
+				continue
+			}
+			e.secret = map[string]string{}
+			for sk, sv := range sm {
+				s, ok := sv.(string)
+				if !ok {
+					// The value is never quoted: it may be a credential.
+					e.problem("auth.secret."+sk, "must be a string, got %s", jsonKindNoValue(sv))
+					continue
+				}
+				e.secret[sk] = s
+			}
+		default:
+			e.problem("auth."+k, "unknown field (allowed: method, secret)")
+		}
+	}
+}
+
+func jsonKindNoValue(v any) string {
+	if _, ok := v.(map[string]any); ok {
+		return "an object"
+	}
+	return jsonKind(v)
+}
+
+func (e *entryCtx) readOptions() {
+	e.options = map[string]string{}
+	e.used = map[string]bool{}
+	raw, ok := e.raw["options"]
+	if !ok || raw == nil {
+		return
+	}
+	m, ok := raw.(map[string]any)
+	if !ok {
+		e.problem("options", "must be an object of strings, got %s", jsonKind(raw))
+		return
+	}
+	for k, val := range m {
+		s, ok := val.(string)
+		if !ok {
+			hint := ""
+			if b, isBool := val.(bool); isBool {
+				hint = fmt.Sprintf(` (write "%t" with quotes: option values are strings)`, b)
+			} else if f, isNum := val.(float64); isNum {
+				hint = fmt.Sprintf(` (write "%s" with quotes: option values are strings)`, strconv.FormatFloat(f, 'f', -1, 64))
+			}
+			e.problem("options."+k, "must be a string, got %s%s", jsonKind(val), hint)
+			e.used[k] = true
+			continue
+		}
+		e.options[k] = s
+	}
+}
+
+// knownOptions lists the options the entry's kind reads, for messages.
+func (e *entryCtx) knownOptions() string {
+	var known []string
+	for k := range e.used {
+		if _, set := e.options[k]; !set {
+			known = append(known, k)
+		}
+	}
+	for k := range e.options {
+		if e.used[k] {
+			known = append(known, k)
+		}
+	}
+	if len(known) == 0 {
+		return " (it takes no options)"
+	}
+	sort.Strings(known)
+	return " (known: " + strings.Join(known, ", ") + ")"
+}
+
+// auth checks auth.method is one of methods and returns the secret's fields.
+// An empty methods[0] means the entry may omit auth.
+func (e *entryCtx) auth(methods []string, secretKeys map[string][]string) map[string]string {
+	optional := methods[0] == ""
+	method := e.method
+	if method == "" {
+		if !optional {
+			e.problem("auth.method", "required field is missing (must be %s)", quoteList(methods))
+		} else if len(e.secret) > 0 {
+			e.problem("auth.method", "required with auth.secret (must be %s)", quoteList(methods))
+		}
+		return nil
+	}
+	if !contains(methods[boolIndex(optional):], method) {
+		e.problem("auth.method", "must be %s, got %q", quoteList(methods), method)
+		return nil
+	}
+	want := secretKeys[method]
+	got := map[string]string{}
+	for _, k := range want {
+		s, present := e.secret[k]
+		if !present || s == "" {
+			e.problem("auth.secret."+k, "required for auth.method %q", method)
+			continue
+		}
+		got[k] = s
+	}
+	for k := range e.secret {
+		if !contains(want, k) {
+			if len(want) == 0 {
+				e.problem("auth.secret."+k, "unknown field: auth.method %q takes no secret", method)
+			} else {
+				e.problem("auth.secret."+k, "unknown field (allowed: %s)", strings.Join(want, ", "))
+			}
+		}
+	}
+	return got
+}
+
+func boolIndex(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func quoteList(items []string) string {
+	var q []string
+	for _, s := range items {
+		if s != "" {
+			q = append(q, strconv.Quote(s))
+		}
+	}
+	return strings.Join(q, " or ")
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// option returns the option's value or its default, and marks it known.
+func (e *entryCtx) option(key, def string) string {
+	e.used[key] = true
+	if s, ok := e.options[key]; ok {
+		return s
+	}
+	return def
+}
+
+func (e *entryCtx) boolOption(key, def string) bool {
+	s := e.option(key, def)
+	switch s {
+	case "true":
+		return true
+	case "false":
+		return false
+	}
+	e.problem("options."+key, `must be "true" or "false", got %q`, s)
+	return false
+}
+
+func (e *entryCtx) durationOption(key, def string) time.Duration {
+	s := e.option(key, def)
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		e.problem("options."+key, `must be a duration such as "250ms" or "5m", got %q`, s)
+		return 0
+	}
+	if d <= 0 {
+		e.problem("options."+key, "must be greater than zero, got %q", s)
+	}
+	return d
+}
+
+func (e *entryCtx) intOption(key, def string, min int) int {
+	s := e.option(key, def)
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		e.problem("options."+key, "must be a whole number, got %q", s)
+		return 0
+	}
+	if n < min {
+		e.problem("options."+key, "must be at least %d, got %q", min, s)
+	}
+	return n
+}
+
+func (e *entryCtx) sizeOption(key, def string) int64 {
+	s := e.option(key, def)
+	n, err := ParseSize(s)
+	if err != nil {
+		e.problem("options."+key, "%v", err)
+	}
+	return n
+}
+
+// ParseSize reads a size: bytes, or a number with KiB, MiB or GiB.
+func ParseSize(s string) (int64, error) {
+	units := []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"B", 1}, {"", 1}}
+	for _, u := range units {
+		if !strings.HasSuffix(s, u.suffix) {
+			continue
+		}
+		n, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(s, u.suffix)), 10, 64)
+		if err != nil || n <= 0 || n > (1<<50)/u.mult {
+			break
+		}
+		return n * u.mult, nil
+	}
+	return 0, fmt.Errorf(`must be a positive size such as "16MiB", "512KiB" or "1048576", got %q`, s)
+}
+
+// urlField checks an http(s) URL; field is "address" or "options.KEY".
+func (e *entryCtx) urlField(field, s string, path string) string {
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		want := "an http:// or https:// URL"
+		if path != "" {
+			want = "an https://HOST[:PORT]" + path + " URL"
+		}
+		e.problem(field, "must be %s, got %q", want, s)
+		return s
+	}
+	if u.Port() != "" {
+		if p, err := strconv.Atoi(u.Port()); err != nil || p < 1 || p > 65535 {
+			e.problem(field, "has an invalid port in %q", s)
+		}
+	}
+	if u.User != nil {
+		// A URL with credentials would print them in logs and /stats.
+		e.problem(field, "must not carry credentials (user:password@); use auth.secret")
+	}
+	return s
+}
+
+func (e *entryCtx) noAddress() {
+	if e.address != "" {
+		e.problem("address", "not used by %s/%s: remove it", e.typ, e.provider)
+	}
+}
+
+func (e *entryCtx) fileOption(key string) string {
+	s := e.option(key, "")
+	if s == "" {
+		return ""
+	}
+	if _, err := os.Stat(s); err != nil {
+		e.problem("options."+key, "cannot read %q: %v", s, errors.Unwrap(err))
+	}
+	return s
+}
+
+func vcenterEntry(e *entryCtx) {
+	c := &VCenter{}
+	if e.address == "" {
+		e.problem("address", "required field is missing (the vCenter SDK URL, e.g. https://vcenter.example.com/sdk)")
+	} else {
+		c.Address = e.urlField("address", e.address, "/sdk")
+	}
+	s := e.auth([]string{"user_password"}, map[string][]string{"user_password": {"username", "password"}})
+	c.Username, c.Password = s["username"], Secret(s["password"])
+	c.Insecure = e.boolOption("insecure", "false")
+	c.CAFile = e.fileOption("ca_file")
+	e.v.cfg.VCenter = c
+}
+
+func vcsimEntry(e *entryCtx) {
+	c := &VCSim{}
+	e.auth([]string{"", "none"}, nil)
+	s := e.option("rate", "2")
+	r, err := strconv.ParseFloat(s, 64)
+	if err != nil || r <= 0 || r > 10000 {
+		e.problem("options.rate", `must be a number of events per second between 0 and 10000, got %q`, s)
+	}
+	c.Rate = r
+	e.v.cfg.VCSim = c
+}
+
+func openfaasEntry(e *entryCtx) {
+	c := &OpenFaaS{}
+	if e.address == "" {
+		e.problem("address", "required field is missing (the gateway URL, e.g. http://gateway.openfaas:8080)")
+	} else {
+		c.Address = strings.TrimRight(e.urlField("address", e.address, ""), "/")
+	}
+	s := e.auth([]string{"basic_auth"}, map[string][]string{"basic_auth": {"username", "password"}})
+	c.Username, c.Password = s["username"], Secret(s["password"])
+	c.Async = e.boolOption("async", "false")
+	c.RefreshInterval = e.durationOption("refresh_interval", "10s")
+	c.Concurrency = e.intOption("concurrency", "64", 1)
+	c.Timeout = e.durationOption("timeout", "30s")
+	c.RetryLimit = e.intOption("retry_limit", "20", 0)
+	c.QueueSize = e.intOption("queue_size", "10000", 1)
+	if cb := e.option("callback_url", ""); cb != "" {
+		c.CallbackURL = e.urlField("options.callback_url", cb, "")
+	}
+	e.v.cfg.OpenFaaS = c
+}
+
+func eventbridgeEntry(e *entryCtx) {
+	c := &EventBridge{}
+	e.noAddress()
+	s := e.auth([]string{"access_key"}, map[string][]string{"access_key": {"aws_access_key_id", "aws_secret_access_key"}})
+	c.AccessKeyID, c.SecretAccessKey = s["aws_access_key_id"], Secret(s["aws_secret_access_key"])
+	c.Region = e.option("aws_region", "")
+	if c.Region == "" {
+		e.problem("options.aws_region", `required (e.g. "eu-central-1")`)
+	}
+	c.EventBus = e.option("aws_eventbridge_event_bus", "default")
+	if c.EventBus == "" {
+		e.problem("options.aws_eventbridge_event_bus", "must not be empty")
+	}
+	c.RuleARN = e.option("aws_eventbridge_rule_arn", "")
+	switch {
+	case c.RuleARN == "":
+		e.problem("options.aws_eventbridge_rule_arn", `required (e.g. "arn:aws:events:eu-central-1:1234567890:rule/vmware-event-router")`)
+	case !strings.HasPrefix(c.RuleARN, "arn:") || !strings.Contains(c.RuleARN, ":rule/"):
+		e.problem("options.aws_eventbridge_rule_arn", `must be a rule ARN "arn:aws:events:REGION:ACCOUNT:rule/NAME", got %q`, c.RuleARN)
+	}
+	c.ResyncInterval = e.durationOption("resync_interval", "5m")
+	if ep := e.option("endpoint", ""); ep != "" {
+		c.Endpoint = e.urlField("options.endpoint", ep, "")
+	}
+	c.BatchLinger = e.durationOption("batch_linger", "10ms")
+	c.RetryLimit = e.intOption("retry_limit", "20", 0)
+	c.QueueSize = e.intOption("queue_size", "10000", 1)
+	e.v.cfg.EventBridge = c
+}
+
+func stdoutEntry(e *entryCtx) {
+	e.noAddress()
+	e.auth([]string{"", "none"}, nil)
+	e.v.cfg.Stdout = &Stdout{}
+}
+
+func wasmEntry(e *entryCtx) {
+	c := WasmFilter{Index: e.index, Address: e.address}
+	e.auth([]string{"", "none"}, nil)
+	if e.address == "" {
+		e.problem("address", "required field is missing (a .wasm or .wasm.gz file, or a directory of them)")
+	} else if fi, err := os.Stat(e.address); err != nil {
+		e.problem("address", "cannot read %q: %v", e.address, errors.Unwrap(err))
+	} else if !fi.IsDir() && !strings.HasSuffix(e.address, ".wasm") && !strings.HasSuffix(e.address, ".wasm.gz") {
+		e.problem("address", "must be a directory or a file ending in .wasm or .wasm.gz, got %q", e.address)
+	}
+	c.Timeout = e.durationOption("timeout", "100ms")
+	switch p := OnError(e.option("on_error", "pass")); p {
+	case OnErrorPass, OnErrorDrop, OnErrorDeadLetter:
+		c.OnError = p
+	default:
+		e.problem("options.on_error", `must be "pass", "drop" or "dead_letter", got %q`, string(p))
+	}
+	c.Config = e.option("config", "")
+	c.MemoryLimit = e.sizeOption("memory_limit", "16MiB")
+	if c.MemoryLimit > 0 && c.MemoryLimit < 64<<10 {
+		e.problem("options.memory_limit", "must be at least 64KiB (one WebAssembly page)")
+	}
+	if c.MemoryLimit > 4<<30 {
+		e.problem("options.memory_limit", "must be at most 4GiB (the 32-bit WebAssembly limit)")
+	}
+	c.PoolSize = e.intOption("pool_size", "2", 1)
+	e.v.cfg.Filters = append(e.v.cfg.Filters, c)
+}
+
+func metricsEntry(e *entryCtx) {
+	c := Metrics{}
+	if e.address == "" {
+		e.problem("address", `required field is missing (HOST:PORT to listen on, e.g. "0.0.0.0:8080")`)
+	} else if host, port, err := net.SplitHostPort(e.address); err != nil {
+		e.problem("address", `must be HOST:PORT (e.g. "0.0.0.0:8080"), got %q`, e.address)
+	} else if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+		e.problem("address", "has an invalid port %q", port)
+	} else {
+		_ = host
+		c.Address = e.address
+	}
+	s := e.auth([]string{"", "none", "basic_auth"}, map[string][]string{"basic_auth": {"username", "password"}})
+	if e.method == "basic_auth" {
+		c.BasicAuth = true
+		c.Username, c.Password = s["username"], Secret(s["password"])
+	}
+	c.TLSCertFile = e.fileOption("tls_cert_file")
+	c.TLSKeyFile = e.fileOption("tls_key_file")
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		e.problem("options.tls_cert_file", "tls_cert_file and tls_key_file go together: set both or neither")
+	}
+	e.v.cfg.Metrics = c
+}
+
+func stateEntry(e *entryCtx) {
+	c := &State{Dir: e.address}
+	e.auth([]string{"", "none"}, nil)
+	if e.address == "" {
+		e.problem("address", "required field is missing (a writable directory, e.g. /var/lib/vmware-event-router)")
+	} else if fi, err := os.Stat(e.address); err != nil {
+		e.problem("address", "cannot use %q: %v", e.address, errors.Unwrap(err))
+	} else if !fi.IsDir() {
+		e.problem("address", "%q is not a directory", e.address)
+	}
+	c.ReplayWindow = e.durationOption("replay_window", "24h")
+	c.DeadLetterMaxSize = e.sizeOption("dead_letter_max_size", "100MiB")
+	e.v.cfg.State = c
+}

@@ -1,0 +1,106 @@
+// Package metrics holds the router's Prometheus metrics (on a private
+// registry), the /stats registry in expvar's JSON shape, and the HTTP server
+// that serves them with /livez and /readyz.
+//
+// Nothing here is package-level state: main builds one Metrics and passes it
+// down, so tests can run several routers in one process.
+package metrics
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Metrics is every Prometheus metric the router exports. Names, types and
+// labels are the contract of CONFIG.md; no label takes its values from event
+// content (per-subject counts live in /stats).
+type Metrics struct {
+	Registry *prometheus.Registry
+	Stats    *Stats
+
+	StreamEvents         *prometheus.CounterVec // stream
+	StreamConnected      *prometheus.GaugeVec   // stream
+	StreamLastEventTime  *prometheus.GaugeVec   // stream
+	StreamUndecodable    *prometheus.CounterVec // stream
+	StreamMissed         *prometheus.CounterVec // stream
+	FilterVerdicts       *prometheus.CounterVec // filter, verdict
+	FilterErrors         *prometheus.CounterVec // filter, kind
+	FilterDuration       *prometheus.HistogramVec
+	FilterReloads        *prometheus.CounterVec // result
+	Deliveries           *prometheus.CounterVec // processor, destination, result
+	DeliveryDuration     *prometheus.HistogramVec
+	DeliveryLag          *prometheus.HistogramVec
+	QueueDepth           *prometheus.GaugeVec   // processor, destination
+	DeadLetters          *prometheus.CounterVec // processor, reason
+	EBBatchEntries       prometheus.Histogram
+	EBFailedEntries      *prometheus.CounterVec // code
+	EBRuleSyncs          *prometheus.CounterVec // result
+	EBRuleLastSync       prometheus.Gauge
+	CheckpointWrites     *prometheus.CounterVec // result
+	WatermarkLag         *prometheus.GaugeVec   // stream
+	ReplayWindowExceeded *prometheus.CounterVec // stream
+}
+
+// New builds the metrics on a new private registry, with the Go runtime and
+// process collectors.
+func New() *Metrics {
+	r := prometheus.NewRegistry()
+	f := factory{r}
+	m := &Metrics{
+		Registry: r,
+		Stats:    NewStats(),
+
+		StreamEvents:        f.counter("eventrouter_stream_events_total", "Events read from the stream.", "stream"),
+		StreamConnected:     f.gauge("eventrouter_stream_connected", "1 while the stream is connected to its source.", "stream"),
+		StreamLastEventTime: f.gauge("eventrouter_stream_last_event_timestamp_seconds", "CreatedTime of the last event read, in Unix seconds.", "stream"),
+		StreamUndecodable:   f.counter("eventrouter_stream_undecodable_events_total", "Events whose type the SDK could not decode, handed on with their type name.", "stream"),
+		StreamMissed:        f.counter("eventrouter_stream_missed_events_total", "Events vCenter pruned from its history before they were read.", "stream"),
+		FilterVerdicts:      f.counter("eventrouter_filter_verdicts_total", "Filter verdicts.", "filter", "verdict"),
+		FilterErrors:        f.counter("eventrouter_filter_errors_total", "Filter errors by kind.", "filter", "kind"),
+		FilterDuration: f.histogram("eventrouter_filter_duration_seconds", "Time a filter took per event.",
+			[]float64{1e-6, 5e-6, 2e-5, 1e-4, 5e-4, 2e-3, 1e-2, 5e-2, 0.25, 1}, "filter"),
+		FilterReloads: f.counter("eventrouter_filter_reloads_total", "Filter chain reloads.", "result"),
+		Deliveries:    f.counter("eventrouter_processor_deliveries_total", "Delivery attempts by result.", "processor", "destination", "result"),
+		DeliveryDuration: f.histogram("eventrouter_processor_delivery_duration_seconds", "Time one delivery call took.",
+			prometheus.ExponentialBuckets(0.001, 2.5, 12), "processor"),
+		DeliveryLag: f.histogram("eventrouter_delivery_lag_seconds", "Time from the event's CreatedTime to its delivery.",
+			prometheus.ExponentialBuckets(0.005, 2.5, 14), "processor"),
+		QueueDepth:           f.gauge("eventrouter_queue_depth", "Events waiting for a destination.", "processor", "destination"),
+		DeadLetters:          f.counter("eventrouter_dead_letters_total", "Events given up on.", "processor", "reason"),
+		EBFailedEntries:      f.counter("eventrouter_eventbridge_failed_entries_total", "PutEvents entries EventBridge rejected, by error code.", "code"),
+		EBRuleSyncs:          f.counter("eventrouter_eventbridge_rule_syncs_total", "EventBridge rule syncs.", "result"),
+		CheckpointWrites:     f.counter("eventrouter_checkpoint_writes_total", "Checkpoint writes.", "result"),
+		WatermarkLag:         f.gauge("eventrouter_watermark_lag_seconds", "Newest event read minus the acknowledged watermark.", "stream"),
+		ReplayWindowExceeded: f.counter("eventrouter_replay_window_exceeded_total", "Starts whose checkpoint was older than replay_window.", "stream"),
+	}
+	m.EBBatchEntries = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "eventrouter_eventbridge_batch_entries", Help: "Entries per PutEvents call.",
+		Buckets: []float64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10},
+	})
+	m.EBRuleLastSync = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "eventrouter_eventbridge_rule_last_sync_timestamp_seconds", Help: "Last successful rule sync, in Unix seconds.",
+	})
+	r.MustRegister(m.EBBatchEntries, m.EBRuleLastSync,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+type factory struct{ r *prometheus.Registry }
+
+func (f factory) counter(name, help string, labels ...string) *prometheus.CounterVec {
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
+	f.r.MustRegister(c)
+	return c
+}
+
+func (f factory) gauge(name, help string, labels ...string) *prometheus.GaugeVec {
+	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, labels)
+	f.r.MustRegister(g)
+	return g
+}
+
+func (f factory) histogram(name, help string, buckets []float64, labels ...string) *prometheus.HistogramVec {
+	h := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: name, Help: help, Buckets: buckets}, labels)
+	f.r.MustRegister(h)
+	return h
+}
