@@ -37,6 +37,9 @@ type ChainError struct {
 func (e *ChainError) Error() string { return fmt.Sprintf("filter %s: %v", e.Filter, e.Err) }
 func (e *ChainError) Unwrap() error { return e.Err }
 
+// FilterName names the filter that failed.
+func (e *ChainError) FilterName() string { return e.Filter }
+
 // instrumented wraps a filter with its metric handles, looked up once.
 type instrumented struct {
 	f        Filter
@@ -111,11 +114,6 @@ func (c *Chain) apply(ctx context.Context, in *instrumented, ev *gateway.Event) 
 	in.verdicts[v].Inc()
 	if in.stat != nil {
 		in.stat.Verdict(v.String())
-	}
-	if c.log.Enabled(ctx, slog.LevelDebug) {
-		c.log.LogAttrs(ctx, slog.LevelDebug, "filter verdict",
-			slog.String("filter", in.f.Name()), slog.Int("key", int(ev.Key)),
-			slog.String("subject", ev.Subject), slog.String("verdict", v.String()))
 	}
 	switch v {
 	case Pass:

@@ -83,6 +83,16 @@ func Parse(name string, data []byte) (cfg *Config, err error) {
 	v := validator{file: name, cfg: &Config{File: name}}
 	v.entries(entries)
 	if len(v.problems) > 0 {
+		// Maps have no order; problems do, so messages are stable: by
+		// entry, then field, with file-level problems last.
+		sort.SliceStable(v.problems, func(i, j int) bool {
+			a, b := v.problems[i], v.problems[j]
+			ai, bi := uint(a.Index), uint(b.Index) // -1 sorts last
+			if ai != bi {
+				return ai < bi
+			}
+			return a.Field < b.Field
+		})
 		return nil, v.problems
 	}
 	return v.cfg, nil

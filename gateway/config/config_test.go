@@ -1,0 +1,246 @@
+package config
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+var update = flag.Bool("update", false, "rewrite the expected messages of testdata/config/bad")
+
+// TestSpecExamplesLoad loads the spec's entry examples, verbatim, assembled
+// into whole arrays in several orders with the metrics entry spelled both
+// ways: the config contract.
+func TestSpecExamplesLoad(t *testing.T) {
+	files, _ := filepath.Glob("testdata/config/*.json")
+	if len(files) < 5 {
+		t.Fatalf("expected the spec's assembled examples in testdata/config, found %d", len(files))
+	}
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			cfg, err := Load(f)
+			if err != nil {
+				t.Fatalf("spec example must load: %v", err)
+			}
+			if cfg.VCenter == nil || cfg.VCenter.Address != "https://10.0.0.1:443/sdk" || !cfg.VCenter.Insecure ||
+				cfg.VCenter.Username != "administrator@vsphere.local" || cfg.VCenter.Password.Reveal() != "REPLACE_ME" {
+				t.Errorf("vcenter entry: %+v", cfg.VCenter)
+			}
+			if cfg.Metrics.Address != "0.0.0.0:8080" {
+				t.Errorf("metrics address %q", cfg.Metrics.Address)
+			}
+			switch {
+			case cfg.OpenFaaS != nil:
+				o := cfg.OpenFaaS
+				want := OpenFaaS{Address: "http://gateway.openfaas:8080", Username: "admin", Password: "REPLACE_ME",
+					RefreshInterval: 10 * time.Second, Concurrency: 64, Timeout: 30 * time.Second, RetryLimit: 20, QueueSize: 10000}
+				if *o != want {
+					t.Errorf("openfaas entry:\n got %#v\nwant %#v", *o, want)
+				}
+			case cfg.EventBridge != nil:
+				e := cfg.EventBridge
+				want := EventBridge{AccessKeyID: "ABCDEFGHIJK", SecretAccessKey: "ZYXWVUTSRQPO", Region: "eu-central-1",
+					EventBus: "default", RuleARN: "arn:aws:events:eu-central-1:1234567890:rule/vmware-event-router",
+					ResyncInterval: 5 * time.Minute, BatchLinger: 10 * time.Millisecond, RetryLimit: 20, QueueSize: 10000}
+				if *e != want {
+					t.Errorf("eventbridge entry:\n got %#v\nwant %#v", *e, want)
+				}
+			default:
+				t.Error("no processor")
+			}
+		})
+	}
+}
+
+// TestBadConfigs pairs each testdata/config/bad/*.json with its expected
+// message (*.err). Run with -update to rewrite them after a deliberate
+// change, and read the diff.
+func TestBadConfigs(t *testing.T) {
+	files, _ := filepath.Glob("testdata/config/bad/*.json")
+	if len(files) == 0 {
+		t.Fatal("no bad configs in testdata/config/bad")
+	}
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			cfg, err := Load(f)
+			if err == nil {
+				t.Fatalf("loaded a bad config: %+v", cfg)
+			}
+			golden := strings.TrimSuffix(f, ".json") + ".err"
+			got := err.Error() + "\n"
+			if *update {
+				if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, rerr := os.ReadFile(golden)
+			if rerr != nil {
+				t.Fatalf("missing expected message %s (run go test -update): %v", golden, rerr)
+			}
+			if got != string(want) {
+				t.Errorf("message:\n got: %s\nwant: %s", got, want)
+			}
+			if !strings.HasPrefix(got, f+": ") {
+				t.Errorf("message does not start with the file name: %s", got)
+			}
+			if strings.Contains(got, "REPLACE_ME") {
+				t.Errorf("message leaks a secret: %s", got)
+			}
+		})
+	}
+}
+
+func entries(t *testing.T, mutate func([]map[string]any)) []byte {
+	t.Helper()
+	data, err := os.ReadFile("testdata/config/vcenter-openfaas-metrics.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var es []map[string]any
+	if err := json.Unmarshal(data, &es); err != nil {
+		t.Fatal(err)
+	}
+	mutate(es)
+	out, _ := json.Marshal(es)
+	return out
+}
+
+func TestProblems(t *testing.T) {
+	dir := t.TempDir()
+	wasmFile := filepath.Join(dir, "f.wasm")
+	if err := os.WriteFile(wasmFile, []byte("\x00asm"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name   string
+		mutate func([]map[string]any)
+		want   []string // substrings of the message; nil: loads
+	}{
+		{"defaults load", func([]map[string]any) {}, nil},
+		{"address with credentials", func(es []map[string]any) { es[1]["address"] = "http://admin:pw@gw:8080" },
+			[]string{"entry [1] (processor/openfaas): address: must not carry credentials"}},
+		{"secret of wrong type never quoted", func(es []map[string]any) {
+			es[0]["auth"].(map[string]any)["secret"].(map[string]any)["password"] = 12345
+		}, []string{"auth.secret.password: must be a string, got a number"}},
+		{"unknown auth field", func(es []map[string]any) { es[0]["auth"].(map[string]any)["token"] = "x" },
+			[]string{"auth.token: unknown field"}},
+		{"unknown secret field", func(es []map[string]any) {
+			es[0]["auth"].(map[string]any)["secret"].(map[string]any)["user"] = "x"
+		}, []string{"auth.secret.user: unknown field (allowed: username, password)"}},
+		{"wasm filter entry", func(es []map[string]any) {
+			es = append(es, map[string]any{"type": "filter", "provider": "wasm", "address": wasmFile})
+			_ = es
+		}, nil},
+		{"bad on_error", func(es []map[string]any) {
+			es[1]["options"] = map[string]any{"timeout": "0s", "queue_size": "ten"}
+		}, []string{`options.queue_size: must be a whole number, got "ten"`, `options.timeout: must be greater than zero`}},
+		{"vcenter http scheme ok, ftp not", func(es []map[string]any) { es[0]["address"] = "ftp://vc/sdk" },
+			[]string{`address: must be an https://HOST[:PORT]/sdk URL, got "ftp://vc/sdk"`}},
+		{"entry not an object", func(es []map[string]any) { es[2] = nil },
+			[]string{"entry [2]: must be an object"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			data := entries(t, tt.mutate)
+			_, err := Parse("c.json", data)
+			if tt.want == nil {
+				if err != nil {
+					t.Fatalf("unexpected error: %v", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatal("expected an error")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("message %q does not contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestFilterAndStateEntries(t *testing.T) {
+	dir := t.TempDir()
+	data := entries(t, func([]map[string]any) {})
+	var es []map[string]any
+	_ = json.Unmarshal(data, &es)
+	es = append(es,
+		map[string]any{"type": "filter", "provider": "wasm", "address": dir,
+			"options": map[string]any{"timeout": "50ms", "on_error": "dead_letter", "config": "x", "memory_limit": "32MiB", "pool_size": "4"}},
+		map[string]any{"type": "internal", "provider": "state", "address": dir, "options": map[string]any{"replay_window": "1h"}},
+	)
+	data, _ = json.Marshal(es)
+	cfg, err := Parse("c.json", data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := WasmFilter{Index: 3, Address: dir, Timeout: 50 * time.Millisecond, OnError: OnErrorDeadLetter, Config: "x", MemoryLimit: 32 << 20, PoolSize: 4}
+	if len(cfg.Filters) != 1 || cfg.Filters[0] != want {
+		t.Errorf("filters: %+v", cfg.Filters)
+	}
+	if cfg.State == nil || cfg.State.ReplayWindow != time.Hour || cfg.State.DeadLetterMaxSize != 100<<20 {
+		t.Errorf("state: %+v", cfg.State)
+	}
+}
+
+func TestSecretNeverPrints(t *testing.T) {
+	s := Secret("hunter2")
+	c := VCenter{Username: "u", Password: s}
+	for _, out := range []string{
+		fmt.Sprintf("%v", c), fmt.Sprintf("%+v", c), fmt.Sprintf("%#v", c), fmt.Sprintf("%s", s), fmt.Sprint(s),
+	} {
+		if strings.Contains(out, "hunter2") || !strings.Contains(out, "REDACTED") {
+			t.Errorf("printed %q", out)
+		}
+	}
+	j, _ := json.Marshal(c)
+	if strings.Contains(string(j), "hunter2") {
+		t.Errorf("json %s", j)
+	}
+	if s.Reveal() != "hunter2" {
+		t.Error("Reveal")
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	for in, want := range map[string]int64{"16MiB": 16 << 20, "512KiB": 512 << 10, "1048576": 1 << 20, "1GiB": 1 << 30, "10B": 10} {
+		if got, err := ParseSize(in); err != nil || got != want {
+			t.Errorf("ParseSize(%q) = %d, %v", in, got, err)
+		}
+	}
+	for _, in := range []string{"", "MiB", "-1MiB", "1.5MiB", "16mb", "0"} {
+		if _, err := ParseSize(in); err == nil {
+			t.Errorf("ParseSize(%q) accepted", in)
+		}
+	}
+}
+
+// FuzzParse: no input may panic the loader, and every error names the file.
+func FuzzParse(f *testing.F) {
+	seeds, _ := filepath.Glob("testdata/config/*.json")
+	bad, _ := filepath.Glob("testdata/config/bad/*.json")
+	for _, s := range append(seeds, bad...) {
+		data, err := os.ReadFile(s)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(data)
+	}
+	f.Add([]byte(`[{"type":"stream","provider":"vcsim"},{"type":"processor","provider":"stdout"},{"type":"metrics","provider":"internal","address":"127.0.0.1:0"}]`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cfg, err := Parse("fuzz.json", data)
+		if err == nil && cfg == nil {
+			t.Fatal("nil config without error")
+		}
+		if err != nil && !strings.HasPrefix(err.Error(), "fuzz.json: ") {
+			t.Fatalf("error does not name the file: %v", err)
+		}
+	})
+}

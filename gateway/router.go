@@ -1,0 +1,87 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+)
+
+// Chain is the filter chain the router runs on each event before delivery
+// (filters.Chain). It returns the event to deliver, nil when a filter
+// dropped it, or an error when a filter asks for it to be dead-lettered.
+type Chain interface {
+	Run(ctx context.Context, ev *Event) (*Event, error)
+}
+
+// filterNamed is implemented by chain errors that name the filter.
+type filterNamed interface{ FilterName() string }
+
+// Router joins a stream to the dispatcher through the filter chain. It is
+// the StreamHandler of the daemon's stream.
+type Router struct {
+	chain  Chain
+	disp   *Dispatcher
+	log    *slog.Logger
+	resume func(instanceUUID, source string) (Position, bool)
+}
+
+var _ StreamHandler = (*Router)(nil)
+
+// NewRouter returns a router. resume may be nil (no checkpoints: start from
+// "now").
+func NewRouter(chain Chain, disp *Dispatcher, log *slog.Logger, resume func(instanceUUID, source string) (Position, bool)) *Router {
+	return &Router{chain: chain, disp: disp, log: log, resume: resume}
+}
+
+// Resume implements StreamHandler.
+func (r *Router) Resume(instanceUUID, source string) (Position, bool) {
+	if r.resume == nil {
+		return Position{}, false
+	}
+	return r.resume(instanceUUID, source)
+}
+
+// Handle implements StreamHandler: filter, then queue for delivery. It
+// blocks while the destinations' queues are full.
+func (r *Router) Handle(ctx context.Context, ev *Event) error {
+	out, err := r.chain.Run(ctx, ev)
+	if ctx.Err() != nil {
+		// Shutting down mid-chain: the event is not acknowledged, so a
+		// checkpointed router reads it again at its next start.
+		return ctx.Err()
+	}
+	debug := r.log.Enabled(ctx, slog.LevelDebug)
+	switch {
+	case err != nil:
+		filter := ""
+		var fn filterNamed
+		if errors.As(err, &fn) {
+			filter = fn.FilterName()
+		}
+		r.log.Warn("filter failed; event dead-lettered", "key", ev.Key, "subject", ev.Subject, "filter", filter, "err", err)
+		r.disp.DeadLetter(ctx, DeadLetter{Event: ev, Origin: OriginFilter, Filter: filter,
+			Reason: "filter_error", Error: err.Error(), Attempts: 1})
+		r.disp.Done(ev)
+		if debug {
+			r.log.LogAttrs(ctx, slog.LevelDebug, "event handled", slog.Int("key", int(ev.Key)),
+				slog.String("subject", ev.Subject), slog.String("verdict", "dead_letter"))
+		}
+		return nil
+	case out == nil:
+		r.disp.Done(ev)
+		if debug {
+			r.log.LogAttrs(ctx, slog.LevelDebug, "event handled", slog.Int("key", int(ev.Key)),
+				slog.String("subject", ev.Subject), slog.String("verdict", "drop"))
+		}
+		return nil
+	}
+	if debug {
+		verdict := "pass"
+		if out != ev {
+			verdict = "replace"
+		}
+		r.log.LogAttrs(ctx, slog.LevelDebug, "event handled", slog.Int("key", int(ev.Key)),
+			slog.String("subject", out.Subject), slog.String("verdict", verdict))
+	}
+	return r.disp.Submit(ctx, out)
+}
