@@ -28,6 +28,9 @@ type DispatcherOptions struct {
 	Sink          DeadLetterSink
 	Log           *slog.Logger
 	Metrics       *metrics.Metrics
+	// Finished, when set, is called once per event and destination when
+	// the dispatcher is done with it: result "ok" or "dead_letter".
+	Finished func(ev *Event, dest, result string)
 }
 
 // Defaults for DispatcherOptions. With these, 20 attempts span about five
@@ -128,7 +131,12 @@ func NewDispatcher(o DispatcherOptions) *Dispatcher {
 // while a destination's queue is full (the stream waits) and returns an
 // error only when ctx is done or the dispatcher is closed.
 func (d *Dispatcher) Submit(ctx context.Context, ev *Event) error {
-	dests := d.o.Processor.Destinations(ev)
+	return d.SubmitTo(ctx, ev, d.o.Processor.Destinations(ev))
+}
+
+// SubmitTo queues ev for the named destinations, as Submit does; replay
+// uses it to send a dead letter back to the one destination that gave up.
+func (d *Dispatcher) SubmitTo(ctx context.Context, ev *Event, dests []string) error {
 	var ds []*destination
 	for _, name := range dests {
 		dst, err := d.destination(name)
@@ -387,6 +395,9 @@ func (dst *destination) finish(it *item, err error) bool {
 		dst.held = time.Time{}
 		dst.mu.Unlock()
 		dst.pop(it)
+		if d.o.Finished != nil {
+			d.o.Finished(it.ev, dst.name, "ok")
+		}
 	case d.ctx.Err() != nil:
 		// Shutting down: the event stays unacknowledged and is replayed
 		// from the checkpoint; nothing to count.
@@ -432,6 +443,9 @@ func (dst *destination) deadLetter(it *item, reason string, err error) {
 		Reason: reason, Error: err.Error(), Attempts: max(it.attempts, 1),
 	})
 	dst.pop(it)
+	if d.o.Finished != nil {
+		d.o.Finished(it.ev, dst.name, "dead_letter")
+	}
 }
 
 // pop removes a finished head event, readies its entity's next event, frees

@@ -24,8 +24,10 @@ type Stream interface {
 type StreamHandler interface {
 	// Resume tells a stream, at its first connection, where to start in the
 	// history of the vCenter with the given instance UUID: after the
-	// returned position, or from "now" when ok is false.
-	Resume(instanceUUID, source string) (pos Position, ok bool)
+	// returned position, or from "now" when ok is false. now is the
+	// vCenter's clock (CurrentTime), against which a checkpoint's age is
+	// judged.
+	Resume(instanceUUID, source string, now time.Time) (pos Position, ok bool)
 	// Handle takes one event. It returns an error only when ctx is done.
 	Handle(ctx context.Context, ev *Event) error
 }

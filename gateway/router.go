@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"time"
 )
 
 // Chain is the filter chain the router runs on each event before delivery
@@ -22,23 +23,23 @@ type Router struct {
 	chain  Chain
 	disp   *Dispatcher
 	log    *slog.Logger
-	resume func(instanceUUID, source string) (Position, bool)
+	resume func(instanceUUID, source string, now time.Time) (Position, bool)
 }
 
 var _ StreamHandler = (*Router)(nil)
 
 // NewRouter returns a router. resume may be nil (no checkpoints: start from
 // "now").
-func NewRouter(chain Chain, disp *Dispatcher, log *slog.Logger, resume func(instanceUUID, source string) (Position, bool)) *Router {
+func NewRouter(chain Chain, disp *Dispatcher, log *slog.Logger, resume func(instanceUUID, source string, now time.Time) (Position, bool)) *Router {
 	return &Router{chain: chain, disp: disp, log: log, resume: resume}
 }
 
 // Resume implements StreamHandler.
-func (r *Router) Resume(instanceUUID, source string) (Position, bool) {
+func (r *Router) Resume(instanceUUID, source string, now time.Time) (Position, bool) {
 	if r.resume == nil {
 		return Position{}, false
 	}
-	return r.resume(instanceUUID, source)
+	return r.resume(instanceUUID, source, now)
 }
 
 // Handle implements StreamHandler: filter, then queue for delivery. It

@@ -1,0 +1,207 @@
+// Package checkpoint keeps, per vCenter, the position below which every
+// event is acknowledged (delivered, dropped by a filter or dead-lettered),
+// so a restarted router resumes there and loses nothing.
+//
+// A checkpoint file is written atomically: a temporary file in the same
+// directory, fsync, rename over the old file, fsync the directory. A crash at
+// any point leaves either the old or the new checkpoint, never a torn one. A
+// file that cannot be read (corrupt, truncated, written for another vCenter)
+// is moved aside for inspection and the router starts as without one.
+package checkpoint
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/vmware-samples/vmware-event-router/gateway"
+)
+
+// Version is the checkpoint format's version.
+const Version = 1
+
+// File is a checkpoint's content.
+type File struct {
+	Version      int              `json:"version"`
+	InstanceUUID string           `json:"instanceUuid"`
+	Source       string           `json:"source"` // the vCenter URL
+	Watermark    gateway.Position `json:"watermark"`
+	Updated      time.Time        `json:"updated"`
+}
+
+// FS is the file system a Store writes through. The real one is OS; tests
+// inject faults (a crash between the temporary write and the rename) with a
+// double of this interface.
+type FS interface {
+	CreateTemp(dir, pattern string) (TempFile, error)
+	Rename(oldpath, newpath string) error
+	Remove(name string) error
+	ReadFile(name string) ([]byte, error)
+	SyncDir(dir string) error
+	MkdirAll(dir string, perm fs.FileMode) error
+}
+
+// TempFile is the part of *os.File a Store uses.
+type TempFile interface {
+	io.Writer
+	Name() string
+	Sync() error
+	Close() error
+}
+
+// OS is the operating system's file system.
+type OS struct{}
+
+// CreateTemp calls os.CreateTemp.
+func (OS) CreateTemp(dir, pattern string) (TempFile, error) { return os.CreateTemp(dir, pattern) }
+
+// Rename calls os.Rename.
+func (OS) Rename(oldpath, newpath string) error { return os.Rename(oldpath, newpath) }
+
+// Remove calls os.Remove.
+func (OS) Remove(name string) error { return os.Remove(name) }
+
+// ReadFile calls os.ReadFile.
+func (OS) ReadFile(name string) ([]byte, error) { return os.ReadFile(name) }
+
+// MkdirAll calls os.MkdirAll.
+func (OS) MkdirAll(dir string, perm fs.FileMode) error { return os.MkdirAll(dir, perm) }
+
+// SyncDir fsyncs a directory, making a rename in it durable.
+func (OS) SyncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// Store reads and writes the checkpoints under one directory.
+type Store struct {
+	dir string
+	fs  FS
+	log *slog.Logger
+	now func() time.Time
+}
+
+// NewStore returns a store in dir (the state directory's checkpoints/),
+// creating it if needed.
+func NewStore(dir string, fsys FS, log *slog.Logger) (*Store, error) {
+	if fsys == nil {
+		fsys = OS{}
+	}
+	if err := fsys.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("checkpoint directory: %w", err)
+	}
+	return &Store{dir: dir, fs: fsys, log: log, now: time.Now}, nil
+}
+
+// path names a vCenter's checkpoint by a hash of its instance UUID and URL:
+// the URL keeps two vCenters restored from one backup apart, the UUID a
+// vCenter reached by another name.
+func (s *Store) path(instanceUUID, source string) string {
+	h := sha256.Sum256([]byte(instanceUUID + "\x00" + source))
+	return filepath.Join(s.dir, "vcenter-"+hex.EncodeToString(h[:8])+".json")
+}
+
+// Parse reads a checkpoint file's content, checking it belongs to the given
+// vCenter. It never panics (FuzzParse).
+func Parse(data []byte, instanceUUID, source string) (File, error) {
+	var f File
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&f); err != nil {
+		if errors.Is(err, io.EOF) {
+			return File{}, errors.New("empty file")
+		}
+		return File{}, fmt.Errorf("not a checkpoint: %w", err)
+	}
+	if dec.More() {
+		return File{}, errors.New("not a checkpoint: data after the JSON object")
+	}
+	switch {
+	case f.Version != Version:
+		return File{}, fmt.Errorf("unknown checkpoint version %d (this router writes %d)", f.Version, Version)
+	case f.InstanceUUID != instanceUUID || f.Source != source:
+		return File{}, fmt.Errorf("checkpoint of another vCenter (%s at %s)", f.InstanceUUID, f.Source)
+	case f.Watermark.Time.IsZero():
+		return File{}, errors.New("checkpoint without a watermark time")
+	}
+	return f, nil
+}
+
+// Load returns the vCenter's checkpoint, and false when there is none. A
+// file that cannot be used is moved aside (renamed *.bad-TIMESTAMP), logged,
+// and reported as none: the router then starts from "now", as without a
+// checkpoint, rather than replaying an unknown stretch of history.
+func (s *Store) Load(instanceUUID, source string) (File, bool) {
+	p := s.path(instanceUUID, source)
+	data, err := s.fs.ReadFile(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		s.log.Info("no checkpoint yet; starting from now", "vcenter", source)
+		return File{}, false
+	}
+	if err == nil {
+		var f File
+		if f, err = Parse(data, instanceUUID, source); err == nil {
+			return f, true
+		}
+	}
+	aside := fmt.Sprintf("%s.bad-%s", p, s.now().UTC().Format("20060102T150405Z"))
+	if rerr := s.fs.Rename(p, aside); rerr != nil {
+		s.log.Error("unusable checkpoint, and it could not be moved aside; starting from now", "file", p, "err", err, "rename_err", rerr)
+		return File{}, false
+	}
+	s.log.Error("unusable checkpoint moved aside; starting from now (events while the router was down are not replayed)",
+		"file", p, "moved_to", aside, "err", err)
+	return File{}, false
+}
+
+// Save writes the vCenter's checkpoint atomically.
+func (s *Store) Save(instanceUUID, source string, wm gateway.Position) error {
+	f := File{Version: Version, InstanceUUID: instanceUUID, Source: source, Watermark: wm, Updated: s.now().UTC()}
+	data, err := json.MarshalIndent(f, "", "  ")
+	if err != nil {
+		return err
+	}
+	data = append(data, '\n')
+	p := s.path(instanceUUID, source)
+	tmp, err := s.fs.CreateTemp(s.dir, ".checkpoint-*.tmp")
+	if err != nil {
+		return fmt.Errorf("checkpoint: %w", err)
+	}
+	committed := false
+	defer func() {
+		if !committed {
+			_ = tmp.Close()
+			_ = s.fs.Remove(tmp.Name())
+		}
+	}()
+	if _, err := tmp.Write(data); err != nil {
+		return fmt.Errorf("checkpoint: write: %w", err)
+	}
+	if err := tmp.Sync(); err != nil {
+		return fmt.Errorf("checkpoint: fsync: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("checkpoint: close: %w", err)
+	}
+	if err := s.fs.Rename(tmp.Name(), p); err != nil {
+		return fmt.Errorf("checkpoint: rename: %w", err)
+	}
+	committed = true
+	if err := s.fs.SyncDir(s.dir); err != nil {
+		return fmt.Errorf("checkpoint: fsync directory: %w", err)
+	}
+	return nil
+}
