@@ -40,6 +40,10 @@ const (
 	DefaultQueueSize   = 10000
 	DefaultBackoffMin  = 250 * time.Millisecond
 	DefaultBackoffMax  = 20 * time.Second
+	// HoldMax caps the wait between probes of an unreachable destination:
+	// a probe is cheap (a refused dial), and a short cap means delivery
+	// resumes within seconds of the destination coming back.
+	HoldMax = 3 * time.Second
 )
 
 // Dispatcher delivers events for one processor. Each destination has a
@@ -371,7 +375,7 @@ func (dst *destination) deliver(batch []*item) {
 			d.o.Log.Warn("destination unreachable; holding its events until it is back", "processor", d.o.ProcessorName,
 				"destination", dst.name, "err", errs[0])
 		}
-		dst.held = time.Now().Add(backoff(d.o.BackoffMin, d.o.BackoffMax, dst.outage))
+		dst.held = time.Now().Add(backoff(d.o.BackoffMin, min(d.o.BackoffMax, HoldMax), dst.outage))
 		dst.mu.Unlock()
 	}
 	dst.wake()

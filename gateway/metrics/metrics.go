@@ -36,6 +36,8 @@ type Metrics struct {
 	EBFailedEntries      *prometheus.CounterVec // code
 	EBRuleSyncs          *prometheus.CounterVec // result
 	EBRuleLastSync       prometheus.Gauge
+	OpenFaaSRefreshes    *prometheus.CounterVec // result
+	OpenFaaSLastRefresh  prometheus.Gauge
 	CheckpointWrites     *prometheus.CounterVec // result
 	WatermarkLag         *prometheus.GaugeVec   // stream
 	ReplayWindowExceeded *prometheus.CounterVec // stream
@@ -69,6 +71,7 @@ func New() *Metrics {
 		DeadLetters:          f.counter("eventrouter_dead_letters_total", "Events given up on.", "processor", "reason"),
 		EBFailedEntries:      f.counter("eventrouter_eventbridge_failed_entries_total", "PutEvents entries EventBridge rejected, by error code.", "code"),
 		EBRuleSyncs:          f.counter("eventrouter_eventbridge_rule_syncs_total", "EventBridge rule syncs.", "result"),
+		OpenFaaSRefreshes:    f.counter("eventrouter_openfaas_refreshes_total", "OpenFaaS function listings (topic discovery).", "result"),
 		CheckpointWrites:     f.counter("eventrouter_checkpoint_writes_total", "Checkpoint writes.", "result"),
 		WatermarkLag:         f.gauge("eventrouter_watermark_lag_seconds", "Newest event read minus the acknowledged watermark.", "stream"),
 		ReplayWindowExceeded: f.counter("eventrouter_replay_window_exceeded_total", "Starts whose checkpoint was older than replay_window.", "stream"),
@@ -80,7 +83,10 @@ func New() *Metrics {
 	m.EBRuleLastSync = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "eventrouter_eventbridge_rule_last_sync_timestamp_seconds", Help: "Last successful rule sync, in Unix seconds.",
 	})
-	r.MustRegister(m.EBBatchEntries, m.EBRuleLastSync,
+	m.OpenFaaSLastRefresh = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "eventrouter_openfaas_last_refresh_timestamp_seconds", Help: "Last successful function listing, in Unix seconds.",
+	})
+	r.MustRegister(m.EBBatchEntries, m.EBRuleLastSync, m.OpenFaaSLastRefresh,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

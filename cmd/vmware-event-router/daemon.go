@@ -1,0 +1,236 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"time"
+
+	"github.com/vmware-samples/vmware-event-router/filters"
+	"github.com/vmware-samples/vmware-event-router/gateway"
+	"github.com/vmware-samples/vmware-event-router/gateway/checkpoint"
+	"github.com/vmware-samples/vmware-event-router/gateway/config"
+	"github.com/vmware-samples/vmware-event-router/gateway/deadletter"
+	"github.com/vmware-samples/vmware-event-router/gateway/eventbridge"
+	"github.com/vmware-samples/vmware-event-router/gateway/metrics"
+	"github.com/vmware-samples/vmware-event-router/gateway/openfaas"
+	"github.com/vmware-samples/vmware-event-router/gateway/stdout"
+	"github.com/vmware-samples/vmware-event-router/gateway/vcenter"
+	"github.com/vmware-samples/vmware-event-router/wasm"
+)
+
+// Shutdown budget within shutdownLimit: deliveries in flight get
+// drainTimeout, closing sessions and the processor get closeTimeout.
+const (
+	drainTimeout = 10 * time.Second
+	closeTimeout = 3 * time.Second
+)
+
+// pipeline is what the daemon and replay share: the processor, its
+// dispatcher with the dead-letter sink, and the filter chain.
+type pipeline struct {
+	cfg       *config.Config
+	log       *slog.Logger
+	m         *metrics.Metrics
+	processor gateway.Processor
+	disp      *gateway.Dispatcher
+	chain     *filters.Chain
+	filters   *wasm.Manager // nil without filter entries
+
+	// closers undo what was built, in reverse order.
+	closers []func()
+}
+
+// daemon is the router assembled from a configuration.
+type daemon struct {
+	pipeline
+	server *metrics.Server
+	stream gateway.Stream
+	router *gateway.Router
+	keeper *checkpoint.Keeper // nil without a state directory
+}
+
+// newPipeline builds the processor, the dispatcher and the filters. On error
+// it closes what it had built.
+func newPipeline(ctx context.Context, cfg *config.Config, out io.Writer, log *slog.Logger, finished func(*gateway.Event, string, string)) (_ *pipeline, err error) {
+	p := &pipeline{cfg: cfg, log: log, m: metrics.New()}
+	defer func() {
+		if err != nil {
+			p.closeAll()
+		}
+	}()
+	procName := cfg.ProcessorProvider()
+	disp := gateway.DispatcherOptions{ProcessorName: procName, Log: log, Metrics: p.m, Finished: finished}
+	switch {
+	case cfg.OpenFaaS != nil:
+		c := cfg.OpenFaaS
+		proc, err := openfaas.New(*c, log, p.m)
+		if err != nil {
+			return nil, err
+		}
+		p.processor = proc
+		disp.StatsName, disp.Concurrency, disp.QueueSize, disp.RetryLimit = c.Address, c.Concurrency, c.QueueSize, c.RetryLimit
+	case cfg.EventBridge != nil:
+		c := cfg.EventBridge
+		proc, err := eventbridge.New(ctx, *c, log, p.m)
+		if err != nil {
+			return nil, err
+		}
+		p.processor = proc
+		disp.StatsName, disp.QueueSize, disp.RetryLimit = c.RuleARN, c.QueueSize, c.RetryLimit
+	default:
+		p.processor = stdout.New(out)
+		disp.StatsName = "stdout"
+	}
+	p.closers = append(p.closers, func() { _ = p.processor.Close() })
+	disp.Processor = p.processor
+	if cfg.State != nil {
+		sink, err := deadletter.NewSink(filepath.Join(cfg.State.Dir, "dead-letter"), cfg.State.DeadLetterMaxSize, log)
+		if err != nil {
+			return nil, err
+		}
+		p.closers = append(p.closers, func() { _ = sink.Close() })
+		disp.Sink = sink
+	}
+	// Without a state directory the dispatcher's default sink logs each
+	// dead letter with its whole event at error level.
+	p.disp = gateway.NewDispatcher(disp)
+
+	p.chain = filters.NewChain(filters.NewRouting(p.processor), log, p.m)
+	if len(cfg.Filters) > 0 {
+		cacheDir := ""
+		if cfg.State != nil {
+			cacheDir = filepath.Join(cfg.State.Dir, "wasm-cache")
+		}
+		p.filters, err = wasm.NewManager(ctx, wasm.ManagerOptions{
+			Filters: cfg.Filters, CacheDir: cacheDir, Log: log, Metrics: p.m, Apply: p.chain.SetUserFilters,
+		})
+		if err != nil {
+			return nil, err
+		}
+		p.closers = append(p.closers, func() { _ = p.filters.Close() })
+	}
+	return p, nil
+}
+
+// newDaemon builds every part in dependency order: metrics, processor,
+// dispatcher, filters, stream, checkpoints, metrics server. On error it
+// closes what it had built.
+func newDaemon(ctx context.Context, cfg *config.Config, out io.Writer, log *slog.Logger) (_ *daemon, err error) {
+	p, err := newPipeline(ctx, cfg, out, log, nil)
+	if err != nil {
+		return nil, err
+	}
+	d := &daemon{pipeline: *p}
+	defer func() {
+		if err != nil {
+			d.closeAll()
+		}
+	}()
+	switch {
+	case cfg.VCSim != nil:
+		d.stream, err = vcenter.NewSimulated(*cfg.VCSim, log, d.m)
+	default:
+		d.stream, err = vcenter.New(*cfg.VCenter, log, d.m)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if c, ok := d.stream.(io.Closer); ok {
+		d.closers = append(d.closers, func() { _ = c.Close() })
+	}
+	var resume func(string, string, time.Time) (gateway.Position, bool)
+	if cfg.State != nil {
+		store, err := checkpoint.NewStore(filepath.Join(cfg.State.Dir, "checkpoints"), nil, log)
+		if err != nil {
+			return nil, err
+		}
+		d.keeper = checkpoint.NewKeeper(store, d.disp, cfg.State.ReplayWindow, cfg.StreamProvider(), log, d.m)
+		resume = d.keeper.Resume
+	}
+	d.router = gateway.NewRouter(d.chain, d.disp, log, resume)
+
+	mc := cfg.Metrics
+	d.server, err = metrics.NewServer(d.m, metrics.ServerOptions{
+		Address: mc.Address, Username: mc.Username, Password: mc.Password.Reveal(),
+		TLSCertFile: mc.TLSCertFile, TLSKeyFile: mc.TLSKeyFile, Ready: d.ready, Log: log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	d.closers = append(d.closers, func() { _ = d.server.Shutdown(context.Background()) })
+	return d, nil
+}
+
+func (p *pipeline) closeAll() {
+	for i := len(p.closers) - 1; i >= 0; i-- {
+		p.closers[i]()
+	}
+	p.closers = nil
+}
+
+// ready is /readyz: the stream connected and the processor has its routing.
+func (d *daemon) ready() error {
+	if err := d.stream.Ready(); err != nil {
+		return fmt.Errorf("stream %s: %w", d.cfg.StreamProvider(), err)
+	}
+	if err := d.processor.Ready(); err != nil {
+		return fmt.Errorf("processor %s: %w", d.cfg.ProcessorProvider(), err)
+	}
+	return nil
+}
+
+// run starts the parts and blocks until ctx is done (SIGINT/SIGTERM) or the
+// stream fails for good; then it shuts down within shutdownLimit.
+func (d *daemon) run(ctx context.Context) error {
+	defer d.closeAll()
+	serverErr := make(chan error, 1)
+	go func() { serverErr <- d.server.Serve() }()
+	d.log.Info("vmware-event-router starting", "stream", d.cfg.StreamProvider(), "processor", d.cfg.ProcessorProvider(),
+		"filters", len(d.cfg.Filters), "metrics", "http://"+d.server.Addr())
+
+	procCtx, stopProc := context.WithCancel(context.Background())
+	defer stopProc()
+	if err := d.processor.Start(procCtx); err != nil {
+		return fmt.Errorf("processor %s: %w", d.cfg.ProcessorProvider(), err)
+	}
+
+	if d.keeper != nil {
+		keeperCtx, stopKeeper := context.WithCancel(context.Background())
+		defer stopKeeper()
+		go d.keeper.Run(keeperCtx)
+	}
+	streamCtx, stopStream := context.WithCancel(ctx)
+	defer stopStream()
+	streamErr := make(chan error, 1)
+	go func() { streamErr <- d.stream.Run(streamCtx, d.router) }()
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		d.log.Info("shutting down: stopped reading; finishing deliveries in flight", "grace", drainTimeout)
+	case err := <-streamErr:
+		streamErr <- err
+		runErr = fmt.Errorf("stream %s: %w", d.cfg.StreamProvider(), err)
+	case err := <-serverErr:
+		runErr = fmt.Errorf("metrics server: %w", err)
+	}
+	stopStream()
+	if err := <-streamErr; err != nil && !errors.Is(err, context.Canceled) && runErr == nil {
+		runErr = fmt.Errorf("stream %s: %w", d.cfg.StreamProvider(), err)
+	}
+	drainCtx, cancel := context.WithTimeout(context.Background(), drainTimeout)
+	defer cancel()
+	if err := d.disp.Close(drainCtx); err != nil {
+		d.log.Warn("shutdown: not every delivery finished; they are not acknowledged and are replayed at the next start", "err", err)
+	}
+	if d.keeper != nil {
+		d.keeper.Flush()
+	}
+	stopProc()
+	d.log.Info("vmware-event-router stopped")
+	return runErr
+}

@@ -1,0 +1,133 @@
+// Command vmware-event-router reads vCenter events, runs them through
+// WebAssembly filters and delivers them as CloudEvents to OpenFaaS, AWS
+// EventBridge or stdout.
+//
+// This package parses flags, builds the parts in dependency order and
+// handles signals; everything else lives in gateway/, filters/ and wasm/.
+package main
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+	"time"
+
+	"github.com/vmware-samples/vmware-event-router/gateway/config"
+)
+
+//go:embed banner.txt
+var banner string
+
+// version and commit are set by the Makefile with -ldflags "-X main.version=... -X main.commit=...".
+var (
+	version string
+	commit  string
+)
+
+// shutdownLimit is how long the router may take to exit after SIGTERM:
+// 10 s for in-flight deliveries, then the checkpoint and logouts.
+const shutdownLimit = 15 * time.Second
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		<-ctx.Done()
+		stop() // a second signal kills at once
+		time.Sleep(shutdownLimit)
+		fmt.Fprintln(os.Stderr, "vmware-event-router: shutdown took longer than", shutdownLimit, "- exiting")
+		os.Exit(1)
+	}()
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// versionInfo returns the version and commit, from -ldflags or else from
+// the module build info.
+func versionInfo() (v, c string) {
+	v, c = version, commit
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		if v == "" {
+			v = bi.Main.Version
+		}
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" && c == "" {
+				c = s.Value
+			}
+		}
+	}
+	if v == "" {
+		v = "(devel)"
+	}
+	if c == "" {
+		c = "unknown"
+	}
+	return v, c
+}
+
+// run is the whole program: the daemon, or one of the verbs. It returns the
+// exit code.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		switch args[0] {
+		case "version":
+			v, c := versionInfo()
+			fmt.Fprintf(stdout, "commit: %s\nversion: %s\n", c, v)
+			return 0
+		case "filter":
+			return filterCommand(args[1:], os.Stdin, stdout, stderr)
+		case "replay":
+			return replayCommand(ctx, args[1:], stdout, stderr)
+		}
+	}
+	fs := flag.NewFlagSet("vmware-event-router", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configPath := fs.String("config", config.DefaultPath, "path to configuration file for metrics, stream source and processor")
+	verbose := fs.Bool("verbose", false, "print event handling information")
+	fs.Usage = func() {
+		v, c := versionInfo()
+		fmt.Fprintf(stderr, "%s\n\nUsage of %s:\n\n", banner, "vmware-event-router")
+		fs.PrintDefaults()
+		fmt.Fprintf(stderr, "\nVerbs:\n  version                                  print commit and version\n"+
+			"  filter -wasm FILE [-filter-config S] [EVENTS.jsonl]  run one filter module over events\n"+
+			"  replay -config FILE DEADLETTER.jsonl     send dead letters back to the processor\n")
+		fmt.Fprintf(stderr, "\ncommit: %s\nversion: %s\n", c, v)
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "vmware-event-router: unexpected argument %q (see -h)\n", fs.Arg(0))
+		return 2
+	}
+	level := slog.LevelInfo
+	if *verbose {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+
+	cfg, err := config.Load(*configPath)
+	if err != nil {
+		fmt.Fprintf(stderr, "vmware-event-router: invalid configuration, not starting:\n%v\n", err)
+		return 1
+	}
+	d, err := newDaemon(ctx, cfg, stdout, log)
+	if err != nil {
+		fmt.Fprintf(stderr, "vmware-event-router: not starting: %v\n", err)
+		return 1
+	}
+	if err := d.run(ctx); err != nil {
+		log.Error("router stopped", "err", err)
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,122 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"github.com/vmware-samples/vmware-event-router/gateway"
+	"github.com/vmware-samples/vmware-event-router/gateway/config"
+	"github.com/vmware-samples/vmware-event-router/gateway/deadletter"
+)
+
+// replayTimeout bounds how long replay waits for deliveries after the last
+// letter was queued: enough for the default 20 attempts (about 5 minutes).
+const replayTimeout = 10 * time.Minute
+
+// replayCommand is `vmware-event-router replay -config FILE DEADLETTER.jsonl`:
+// it sends processor dead letters straight back to the destination that gave
+// up on them, and filter dead letters through the filter chain again (the
+// filter may have been fixed). What fails again is dead-lettered again.
+func replayCommand(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("replay", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configPath := fs.String("config", config.DefaultPath, "path to the router's configuration file")
+	verbose := fs.Bool("verbose", false, "print event handling information")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: vmware-event-router replay -config FILE DEADLETTER.jsonl")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() != 1 {
+		fs.Usage()
+		return 2
+	}
+	level := slog.LevelInfo
+	if *verbose {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	cfg, err := config.Load(*configPath)
+	if err != nil {
+		fmt.Fprintf(stderr, "vmware-event-router replay: invalid configuration:\n%v\n", err)
+		return 1
+	}
+	f, err := os.Open(fs.Arg(0))
+	if err != nil {
+		fmt.Fprintf(stderr, "vmware-event-router replay: %v\n", err)
+		return 1
+	}
+	letters, err := deadletter.Read(f, fs.Arg(0))
+	f.Close()
+	if err != nil {
+		fmt.Fprintf(stderr, "vmware-event-router replay: %v\n", err)
+		return 1
+	}
+
+	var delivered, failed, dropped atomic.Int64
+	finished := func(_ *gateway.Event, _ string, result string) {
+		if result == "ok" {
+			delivered.Add(1)
+		} else {
+			failed.Add(1)
+		}
+	}
+	p, err := newPipeline(ctx, cfg, stdout, log, finished)
+	if err != nil {
+		fmt.Fprintf(stderr, "vmware-event-router replay: %v\n", err)
+		return 1
+	}
+	defer p.closeAll()
+	procCtx, stopProc := context.WithCancel(ctx)
+	defer stopProc()
+	if err := p.processor.Start(procCtx); err != nil {
+		fmt.Fprintf(stderr, "vmware-event-router replay: processor %s: %v\n", cfg.ProcessorProvider(), err)
+		return 1
+	}
+	for i, l := range letters {
+		ev, err := l.PipelineEvent()
+		if err != nil {
+			log.Error("skipping a dead letter whose event is not a valid CloudEvent", "line", i+1, "err", err)
+			failed.Add(1)
+			continue
+		}
+		if l.Origin == gateway.OriginProcessor && l.Destination != "" {
+			err = p.disp.SubmitTo(ctx, ev, []string{l.Destination})
+		} else {
+			var out *gateway.Event
+			out, err = p.chain.Run(ctx, ev)
+			switch {
+			case err != nil:
+				p.disp.DeadLetter(ctx, gateway.DeadLetter{Event: ev, Origin: gateway.OriginFilter,
+					Reason: "filter_error", Error: err.Error(), Attempts: 1})
+				failed.Add(1)
+				err = nil
+			case out == nil:
+				dropped.Add(1)
+			default:
+				err = p.disp.Submit(ctx, out)
+			}
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "vmware-event-router replay: interrupted: %v\n", err)
+			return 1
+		}
+	}
+	waitCtx, cancel := context.WithTimeout(ctx, replayTimeout)
+	defer cancel()
+	closeErr := p.disp.Close(waitCtx)
+	fmt.Fprintf(stderr, "replayed %d dead letters: %d delivered, %d dead-lettered again, %d dropped by filters\n",
+		len(letters), delivered.Load(), failed.Load(), dropped.Load())
+	if closeErr != nil || failed.Load() > 0 {
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,150 @@
+package openfaas
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptrace"
+	"net/url"
+	"strings"
+	"sync/atomic"
+
+	"github.com/vmware-samples/vmware-event-router/gateway"
+)
+
+// Deliver invokes function dest once per event. Errors are classified for
+// the dispatcher: the gateway unreachable (the request could not be sent)
+// is gateway.Unreachable; a 4xx other than 429 (or a redirect) is
+// gateway.Permanent; a 5xx, a 429 or no answer within timeout is a plain
+// error, retried up to retry_limit.
+func (p *Processor) Deliver(ctx context.Context, dest string, evs []*gateway.Event) []error {
+	errs := make([]error, len(evs))
+	for i, ev := range evs {
+		errs[i] = p.invoke(ctx, dest, ev)
+	}
+	return errs
+}
+
+// ceType is the one CloudEvent attribute the headers carry that Event does
+// not hold (a filter may have rewritten it).
+type ceType struct {
+	Type string `json:"type"`
+}
+
+func (p *Processor) invoke(ctx context.Context, dest string, ev *gateway.Event) error {
+	cctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
+	defer cancel()
+	// wrote records whether the whole request reached a connection in the
+	// last attempt: until it has, the gateway cannot have acted on it, and
+	// the failure is the gateway being unreachable, not the function
+	// failing. GetConn starts each attempt (see Idempotency-Key below).
+	var wrote atomic.Bool
+	trace := &httptrace.ClientTrace{
+		GetConn:      func(string) { wrote.Store(false) },
+		WroteRequest: func(i httptrace.WroteRequestInfo) { wrote.Store(i.Err == nil) },
+	}
+	u := p.base + p.invokePath + url.PathEscape(dest)
+	req, err := http.NewRequestWithContext(httptrace.WithClientTrace(cctx, trace), http.MethodPost, u, bytes.NewReader(ev.JSON))
+	if err != nil {
+		return gateway.Permanent(fmt.Errorf("function %s: %w", dest, err))
+	}
+	setHeaders(req.Header, ev)
+	// An Idempotency-Key entry with no value is not sent, but lets the
+	// transport retry the POST on a fresh connection when a pooled one
+	// turns out to be closed by the gateway before it read anything (the
+	// gateway restarted). Without it that is an error after the request
+	// was written, counted against the event, although the gateway never
+	// saw it. Delivery is at-least-once anyway; the ce-id dedupes.
+	req.Header["Idempotency-Key"] = nil
+	if p.cfg.Async && p.cfg.CallbackURL != "" {
+		req.Header.Set("X-Callback-Url", p.cfg.CallbackURL)
+	}
+	// No Authorization header, ever: /function/* is open on OpenFaaS and
+	// the admin credentials must not reach function code.
+	resp, err := p.client.Do(req)
+	if err != nil {
+		return classify(ctx, cctx, dest, p.base, wrote.Load(), p.cfg.Timeout.String(), err)
+	}
+	defer drain(resp.Body)
+	return status(dest, resp)
+}
+
+// setHeaders sets the content type and the ce-* routing headers. There is
+// deliberately no ce-specversion: with it a CloudEvents SDK reads the request
+// as a binary-mode event whose data is the whole structured event (the data
+// wrapped twice); without it SDKs that accept structured JSON under
+// application/json (Python's from_http) read the body as the event itself,
+// and plain functions parse the body as the predecessor's did.
+func setHeaders(h http.Header, ev *gateway.Event) {
+	var a ceType
+	if err := json.Unmarshal(ev.JSON, &a); err != nil || a.Type == "" {
+		a.Type = gateway.EventType
+	}
+	h.Set("Content-Type", "application/json")
+	h["Ce-Id"] = []string{ev.ID}
+	h["Ce-Type"] = []string{a.Type}
+	h["Ce-Source"] = []string{ev.Source}
+	if ev.Subject != "" {
+		h["Ce-Subject"] = []string{ev.Subject}
+	}
+}
+
+// classify turns a failed call into the dispatcher's kinds of error. ctx is
+// the caller's context (done at shutdown), cctx the per-call one.
+func classify(ctx, cctx context.Context, dest, base string, wrote bool, timeout string, err error) error {
+	switch {
+	case ctx.Err() != nil:
+		return fmt.Errorf("function %s: %w", dest, ctx.Err())
+	case !wrote:
+		return gateway.Unreachable(fmt.Errorf("gateway %s unreachable: %w", base, unwrapURL(err)))
+	case errors.Is(cctx.Err(), context.DeadlineExceeded):
+		return fmt.Errorf("function %s did not answer within %s: %w", dest, timeout, context.DeadlineExceeded)
+	default:
+		return fmt.Errorf("function %s: %w", dest, unwrapURL(err))
+	}
+}
+
+// unwrapURL drops the *url.Error layer, whose message repeats the method
+// and URL the caller already names.
+func unwrapURL(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
+}
+
+func status(dest string, resp *http.Response) error {
+	code := resp.StatusCode
+	switch {
+	case code >= 200 && code < 300:
+		return nil
+	case code == http.StatusTooManyRequests || code >= 500:
+		return fmt.Errorf("function %s answered %d: %s", dest, code, snippet(resp.Body))
+	default:
+		// A 4xx says the request itself is wrong (the function is gone,
+		// rejects the event): sending it again would get the same answer.
+		return gateway.Permanent(fmt.Errorf("function %s answered %d: %s", dest, code, snippet(resp.Body)))
+	}
+}
+
+// snippet returns the start of a response body for an error message.
+func snippet(r io.Reader) string {
+	b, _ := io.ReadAll(io.LimitReader(r, 200))
+	s := strings.Join(strings.Fields(string(b)), " ")
+	if s == "" {
+		return "(empty body)"
+	}
+	return s
+}
+
+// drain reads what is left of a body (up to a bound) so the connection can
+// be reused, and closes it.
+func drain(body io.ReadCloser) {
+	_, _ = io.Copy(io.Discard, io.LimitReader(body, 1<<20))
+	_ = body.Close()
+}
