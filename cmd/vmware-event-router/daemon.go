@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/vmware-samples/vmware-event-router/filters"
@@ -47,16 +48,18 @@ type pipeline struct {
 // daemon is the router assembled from a configuration.
 type daemon struct {
 	pipeline
-	server *metrics.Server
-	stream gateway.Stream
-	router *gateway.Router
-	keeper *checkpoint.Keeper // nil without a state directory
+	server    *metrics.Server
+	serverErr chan error
+	started   atomic.Bool // every part is built: ready may look at them
+	stream    gateway.Stream
+	router    *gateway.Router
+	keeper    *checkpoint.Keeper // nil without a state directory
 }
 
 // newPipeline builds the processor, the dispatcher and the filters. On error
 // it closes what it had built.
-func newPipeline(ctx context.Context, cfg *config.Config, out io.Writer, log *slog.Logger, finished func(*gateway.Event, string, string)) (_ *pipeline, err error) {
-	p := &pipeline{cfg: cfg, log: log, m: metrics.New()}
+func newPipeline(ctx context.Context, cfg *config.Config, m *metrics.Metrics, out io.Writer, log *slog.Logger, finished func(*gateway.Event, string, string)) (_ *pipeline, err error) {
+	p := &pipeline{cfg: cfg, log: log, m: m}
 	defer func() {
 		if err != nil {
 			p.closeAll()
@@ -116,15 +119,30 @@ func newPipeline(ctx context.Context, cfg *config.Config, out io.Writer, log *sl
 	return p, nil
 }
 
-// newDaemon builds every part in dependency order: metrics, processor,
-// dispatcher, filters, stream, checkpoints, metrics server. On error it
-// closes what it had built.
+// newDaemon builds every part in dependency order: metrics and their
+// server first (so /livez answers while a large filter module compiles or
+// AWS is slow), then processor, dispatcher, filters, stream, checkpoints.
+// On error it closes what it had built.
 func newDaemon(ctx context.Context, cfg *config.Config, out io.Writer, log *slog.Logger) (_ *daemon, err error) {
-	p, err := newPipeline(ctx, cfg, out, log, nil)
+	d := &daemon{serverErr: make(chan error, 1)}
+	m := metrics.New()
+	mc := cfg.Metrics
+	server, err := metrics.NewServer(m, metrics.ServerOptions{
+		Address: mc.Address, Username: mc.Username, Password: mc.Password.Reveal(),
+		TLSCertFile: mc.TLSCertFile, TLSKeyFile: mc.TLSKeyFile, Ready: d.ready, Log: log,
+	})
 	if err != nil {
 		return nil, err
 	}
-	d := &daemon{pipeline: *p}
+	d.server = server
+	go func() { d.serverErr <- server.Serve() }()
+	p, err := newPipeline(ctx, cfg, m, out, log, nil)
+	if err != nil {
+		_ = server.Shutdown(context.Background())
+		return nil, err
+	}
+	d.pipeline = *p
+	d.closers = append([]func(){func() { _ = server.Shutdown(context.Background()) }}, d.closers...)
 	defer func() {
 		if err != nil {
 			d.closeAll()
@@ -152,16 +170,7 @@ func newDaemon(ctx context.Context, cfg *config.Config, out io.Writer, log *slog
 		resume = d.keeper.Resume
 	}
 	d.router = gateway.NewRouter(d.chain, d.disp, log, resume)
-
-	mc := cfg.Metrics
-	d.server, err = metrics.NewServer(d.m, metrics.ServerOptions{
-		Address: mc.Address, Username: mc.Username, Password: mc.Password.Reveal(),
-		TLSCertFile: mc.TLSCertFile, TLSKeyFile: mc.TLSKeyFile, Ready: d.ready, Log: log,
-	})
-	if err != nil {
-		return nil, err
-	}
-	d.closers = append(d.closers, func() { _ = d.server.Shutdown(context.Background()) })
+	d.started.Store(true)
 	return d, nil
 }
 
@@ -174,6 +183,9 @@ func (p *pipeline) closeAll() {
 
 // ready is /readyz: the stream connected and the processor has its routing.
 func (d *daemon) ready() error {
+	if !d.started.Load() {
+		return errors.New("starting")
+	}
 	if err := d.stream.Ready(); err != nil {
 		return fmt.Errorf("stream %s: %w", d.cfg.StreamProvider(), err)
 	}
@@ -187,8 +199,6 @@ func (d *daemon) ready() error {
 // stream fails for good; then it shuts down within shutdownLimit.
 func (d *daemon) run(ctx context.Context) error {
 	defer d.closeAll()
-	serverErr := make(chan error, 1)
-	go func() { serverErr <- d.server.Serve() }()
 	d.log.Info("vmware-event-router starting", "stream", d.cfg.StreamProvider(), "processor", d.cfg.ProcessorProvider(),
 		"filters", len(d.cfg.Filters), "metrics", "http://"+d.server.Addr())
 
@@ -215,7 +225,7 @@ func (d *daemon) run(ctx context.Context) error {
 	case err := <-streamErr:
 		streamErr <- err
 		runErr = fmt.Errorf("stream %s: %w", d.cfg.StreamProvider(), err)
-	case err := <-serverErr:
+	case err := <-d.serverErr:
 		runErr = fmt.Errorf("metrics server: %w", err)
 	}
 	stopStream()

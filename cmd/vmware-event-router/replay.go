@@ -13,6 +13,7 @@ import (
 	"github.com/vmware-samples/vmware-event-router/gateway"
 	"github.com/vmware-samples/vmware-event-router/gateway/config"
 	"github.com/vmware-samples/vmware-event-router/gateway/deadletter"
+	"github.com/vmware-samples/vmware-event-router/gateway/metrics"
 )
 
 // replayTimeout bounds how long replay waits for deliveries after the last
@@ -69,7 +70,7 @@ func replayCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 			failed.Add(1)
 		}
 	}
-	p, err := newPipeline(ctx, cfg, stdout, log, finished)
+	p, err := newPipeline(ctx, cfg, metrics.New(), stdout, log, finished)
 	if err != nil {
 		fmt.Fprintf(stderr, "vmware-event-router replay: %v\n", err)
 		return 1
