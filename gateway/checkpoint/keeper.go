@@ -2,6 +2,7 @@ package checkpoint
 
 import (
 	"context"
+	"math"
 	"log/slog"
 	"sync"
 	"time"
@@ -60,6 +61,19 @@ func (k *Keeper) Resume(instanceUUID, source string, now time.Time) (gateway.Pos
 	k.mu.Unlock()
 	f, ok := k.store.Load(instanceUUID, source)
 	if !ok {
+		// Starting from "now": record it at once, so a crash before the
+		// first watermark is written resumes here rather than at a later
+		// "now" that would skip what was in flight.
+		start := gateway.Position{Time: now, Key: math.MinInt32}
+		if err := k.store.Save(instanceUUID, source, start); err != nil {
+			k.writes[1].Inc()
+			k.log.Error("writing the initial checkpoint failed", "err", err)
+		} else {
+			k.writes[0].Inc()
+		}
+		k.mu.Lock()
+		k.written = start
+		k.mu.Unlock()
 		return gateway.Position{}, false
 	}
 	pos := f.Watermark
@@ -70,7 +84,7 @@ func (k *Keeper) Resume(instanceUUID, source string, now time.Time) (gateway.Pos
 			"checkpoint", pos.Time, "replay_window", k.replayWindow, "resume_from", start)
 		// The smallest key at the window's start: every event created at
 		// or after that instant comes after it.
-		pos = gateway.Position{Time: start, Key: -1 << 31}
+		pos = gateway.Position{Time: start, Key: math.MinInt32}
 	}
 	k.mu.Lock()
 	k.written = pos

@@ -22,6 +22,8 @@ import (
 	"github.com/vmware/govmomi/simulator"
 	"github.com/vmware/govmomi/vim25"
 	"github.com/vmware/govmomi/vim25/types"
+
+	"github.com/vmware-samples/vmware-event-router/internal/vcsimfix"
 )
 
 // Credentials the simulator accepts.
@@ -59,6 +61,7 @@ func Start(t testing.TB) *Sim {
 	}
 	model.Service.TLS = new(tls.Config)
 	model.Service.Listen = &url.URL{Host: "127.0.0.1:0", User: url.UserPassword(User, Password)}
+	vcsimfix.SerializeCollectorDestroy(model)
 	server := model.Service.NewServer()
 	u := *server.URL
 	u.User = nil
