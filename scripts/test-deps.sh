@@ -5,8 +5,15 @@
 set -euo pipefail
 
 need_apt=()
+# The example filters are built by the tests: WAT with wabt's wat2wasm, C
+# with clang for wasm32-wasi (lld links, wasi-libc and the wasm32 compiler
+# runtime); readelf checks the binary is static.
 command -v wat2wasm >/dev/null 2>&1 || need_apt+=(wabt)
 command -v readelf >/dev/null 2>&1 || need_apt+=(binutils)
+command -v clang >/dev/null 2>&1 || need_apt+=(clang)
+command -v wasm-ld >/dev/null 2>&1 || need_apt+=(lld)
+[ -d /usr/include/wasm32-wasi ] || [ -d /usr/lib/wasm32-wasi ] || need_apt+=(wasi-libc)
+dpkg -s libclang-rt-dev-wasm32 >/dev/null 2>&1 || dpkg -l 'libclang-rt-*-dev-wasm32' 2>/dev/null | grep -q '^ii' || need_apt+=(libclang-rt-dev-wasm32)
 if ((${#need_apt[@]})); then
 	echo "test-deps: installing ${need_apt[*]} with apt-get"
 	SUDO=""

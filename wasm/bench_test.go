@@ -1,0 +1,207 @@
+package wasm
+
+import (
+	"context"
+	"log/slog"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
+
+	"github.com/vmware-samples/vmware-event-router/filters"
+	"github.com/vmware-samples/vmware-event-router/gateway/config"
+	"github.com/vmware-samples/vmware-event-router/gateway/metrics"
+	"github.com/vmware-samples/vmware-event-router/wasm/internal/wasmtest"
+)
+
+// Benchmarks (figures in the README):
+//
+//	go test -run '^$' -bench . -benchmem -cpu 1 ./wasm/
+
+// benchModes are the deadline mechanisms compared. The timeout does not
+// change what a call costs; it is long so that a loaded machine (the
+// benchmark pauses for other processes) does not time calls out.
+var benchModes = []struct {
+	name    string
+	mode    deadlineMode
+	timeout time.Duration
+}{
+	{"no-deadline", deadlineInterrupt, 0},
+	{"deadline=watchdog", deadlineInterrupt, 10 * time.Second},
+	{"deadline=wazero-ctx-per-call", deadlinePerCall, 10 * time.Second},
+	{"deadline=wazero-ctx-watchdog", deadlineContextWatchdog, 10 * time.Second},
+}
+
+func benchHost(b *testing.B, mode deadlineMode) *Host {
+	h, err := NewHost(HostOptions{Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	h.mode = mode
+	b.Cleanup(func() { h.Close() })
+	return h
+}
+
+func benchFilter(b *testing.B, h *Host, name string, bin []byte, o config.WasmFilter) *Filter {
+	f, err := h.Load(context.Background(), write(b, b.TempDir(), name, bin), o)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { f.Close() })
+	return f
+}
+
+func benchChain(fs ...filters.Filter) *filters.Chain {
+	c := filters.NewChain(filters.NewRouting(allSubscribed{}), slog.New(slog.DiscardHandler), metrics.New())
+	c.SetUserFilters(fs)
+	return c
+}
+
+// BenchmarkChainPass is the per-event cost of the chain with one WAT filter
+// that passes every event without reading it, by deadline mechanism;
+// "no-filter" is the chain with only the built-in routing filter.
+func BenchmarkChainPass(b *testing.B) {
+	bin := wasmtest.WAT(b, passWAT)
+	ev := event("VmPoweredOffEvent", "vm-1")
+	b.Run("no-filter", func(b *testing.B) {
+		c := benchChain()
+		b.ReportAllocs()
+		for b.Loop() {
+			c.Run(context.Background(), ev)
+		}
+	})
+	for _, m := range benchModes {
+		b.Run(m.name, func(b *testing.B) {
+			f := benchFilter(b, benchHost(b, m.mode), "pass.wasm", bin, opts(func(o *config.WasmFilter) { o.Timeout = m.timeout }))
+			c := benchChain(f)
+			b.ReportAllocs()
+			for b.Loop() {
+				if out, err := c.Run(context.Background(), ev); out == nil || err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// loopWAT spins 10,000 iterations per event: what a deadline mechanism
+// costs a guest that computes.
+var loopWAT = guest(`(local $i i32)
+  (loop $l
+    (local.set $i (i32.add (local.get $i) (i32.const 1)))
+    (br_if $l (i32.lt_u (local.get $i) (i32.const 10000))))
+  (i32.const 0)`, "")
+
+// BenchmarkGuestLoop compares a computing guest under each deadline
+// mechanism with the same module run by bare wazero (no instrumentation, no
+// deadline).
+func BenchmarkGuestLoop(b *testing.B) {
+	bin := wasmtest.WAT(b, loopWAT)
+	ev := event("VmPoweredOffEvent", "vm-1")
+	b.Run("bare-wazero", func(b *testing.B) {
+		ctx := context.Background()
+		r := wazero.NewRuntime(ctx)
+		defer r.Close(ctx)
+		host := r.NewHostModuleBuilder("evr")
+		for name, sig := range hostFunctions {
+			host.NewFunctionBuilder().WithGoModuleFunction(api.GoModuleFunc(hostLogEnabled), sig.params, sig.results).Export(name)
+		}
+		if _, err := host.Instantiate(ctx); err != nil {
+			b.Fatal(err)
+		}
+		mod, err := r.Instantiate(ctx, bin)
+		if err != nil {
+			b.Fatal(err)
+		}
+		fn := mod.ExportedFunction("evr_filter")
+		stack := []uint64{0}
+		for b.Loop() {
+			stack[0] = 100
+			if err := fn.CallWithStack(ctx, stack); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	for _, m := range benchModes {
+		b.Run(m.name, func(b *testing.B) {
+			f := benchFilter(b, benchHost(b, m.mode), "loop.wasm", bin, opts(func(o *config.WasmFilter) { o.Timeout = m.timeout }))
+			for b.Loop() {
+				if r := f.Filter(context.Background(), ev); r.Verdict != filters.Pass {
+					b.Fatal(r.Err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkChainSubjectRewrite runs the C example subject-map through the
+// whole chain: every event is rewritten, validated and handed on.
+func BenchmarkChainSubjectRewrite(b *testing.B) {
+	bin := readFile(b, filepath.Join(examplesDir(b), "subject-map", "subject-map.wasm"))
+	f := benchFilter(b, benchHost(b, deadlineInterrupt), "subject-map.wasm", bin,
+		opts(func(o *config.WasmFilter) { o.Config = "VmPoweredOffEvent=VmStopped"; o.Timeout = 10 * time.Second }))
+	c := benchChain(f)
+	ev := event("VmPoweredOffEvent", "vm-1")
+	b.ReportAllocs()
+	start, cpu := time.Now(), cpuTime()
+	for b.Loop() {
+		out, err := c.Run(context.Background(), ev)
+		if err != nil || out.Subject != "VmStopped" {
+			b.Fatalf("out %v, err %v", out, err)
+		}
+	}
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "events/s")
+	// On a shared machine wall time includes waiting for a core; events
+	// per CPU-second (the process's, GC included) is the one-core figure.
+	b.ReportMetric(float64(b.N)/(cpuTime()-cpu).Seconds(), "events/cpu-s")
+}
+
+// cpuTime is the CPU time the process has used (user + system, all
+// threads).
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkGoColdLoad is a Go filter's start: a new host, compile (from
+// the on-disk cache a previous start filled, or from scratch), and one
+// instance with the Go runtime initialised.
+func BenchmarkGoColdLoad(b *testing.B) {
+	bin := wasmtest.GoPackage(b, filepath.Join(examplesDir(b), "go-drop-test-vms"))
+	path := write(b, b.TempDir(), "go-drop-test-vms.wasm", bin)
+	o := opts(func(o *config.WasmFilter) { o.PoolSize = 1 })
+	load := func(b *testing.B, cacheDir string) {
+		h, err := NewHost(HostOptions{CacheDir: cacheDir, Log: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			b.Fatal(err)
+		}
+		f, err := h.Load(context.Background(), path, o)
+		if err != nil {
+			b.Fatal(err)
+		}
+		f.Close()
+		h.Close()
+	}
+	b.Run("disk-cache", func(b *testing.B) {
+		dir := b.TempDir()
+		load(b, dir) // fill the cache
+		var cpu time.Duration
+		for b.Loop() {
+			c := cpuTime()
+			load(b, dir)
+			cpu += cpuTime() - c
+		}
+		b.ReportMetric(float64(cpu.Milliseconds())/float64(b.N), "cpu-ms/op")
+	})
+	b.Run("no-cache", func(b *testing.B) {
+		for b.Loop() {
+			load(b, "")
+		}
+	})
+}

@@ -1,0 +1,346 @@
+package wasm
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
+
+	"github.com/vmware-samples/vmware-event-router/filters"
+	"github.com/vmware-samples/vmware-event-router/gateway"
+	"github.com/vmware-samples/vmware-event-router/gateway/config"
+	"github.com/vmware-samples/vmware-event-router/wasm/internal/cevent"
+	"github.com/vmware-samples/vmware-event-router/wasm/internal/instrument"
+)
+
+// MaxModuleSize caps a module file, and a .wasm.gz file once decompressed.
+const MaxModuleSize = 64 << 20
+
+// Error kinds, the values of eventrouter_filter_errors_total's kind label.
+const (
+	KindTrap    = "trap"    // the guest trapped (or a host call it made was invalid)
+	KindTimeout = "timeout" // the call overran the filter's timeout
+	KindMemory  = "memory"  // the guest failed to grow its memory past memory_limit
+	KindExit    = "exit"    // the guest called proc_exit
+	KindVerdict = "verdict" // verdict 3 (error) or a number outside 0..3
+	KindOutput  = "output"  // verdict 2 (replace) without a valid CloudEvent
+)
+
+var kinds = []string{KindTrap, KindTimeout, KindMemory, KindExit, KindVerdict, KindOutput}
+
+// initTimeoutMin bounds an instance's start-up (start function,
+// _initialize, evr_init): a Go module's runtime initialisation takes a few
+// milliseconds, far more than one event.
+const initTimeoutMin = 2 * time.Second
+
+// Filter is one loaded module: a filters.Filter that runs the module's
+// evr_filter on a pool of persistent instances.
+type Filter struct {
+	name string
+	path string
+	opts config.WasmFilter
+	// config is opts.Config, as evr.get_config copies it.
+	config []byte
+	host   *Host
+	log    *slog.Logger
+
+	rt        wazero.Runtime
+	compiled  wazero.CompiledModule
+	hasStart  bool
+	hasInit   bool
+	hasEvInit bool
+
+	// pool holds pool_size slots; a nil slot is one whose instance was
+	// discarded and is created again on use.
+	pool      chan *instance
+	done      chan struct{}
+	closeOnce sync.Once
+	// successor serves calls that arrive after Close (see Filter).
+	successor atomic.Pointer[Filter]
+
+	errors   map[string]prometheus.Counter
+	errLog   limiter
+	guestLog limiter
+}
+
+var _ filters.Filter = (*Filter)(nil)
+
+// Name returns the module's file name, the filter's name in metrics and
+// /stats.
+func (f *Filter) Name() string { return f.name }
+
+// Path returns the file the module was read from.
+func (f *Filter) Path() string { return f.path }
+
+// Load reads the module at path (a .wasm or .wasm.gz file), validates it
+// against the ABI, and starts its instance pool. opts are its entry's
+// options; opts.Address is not used. Any error names the file and what is
+// wrong.
+func (h *Host) Load(ctx context.Context, path string, opts config.WasmFilter) (*Filter, error) {
+	bin, err := readModule(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	f, err := h.load(ctx, path, bin, opts)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return f, nil
+}
+
+// readModule reads a module file, gunzipping a .wasm.gz, within
+// MaxModuleSize.
+func readModule(path string) ([]byte, error) {
+	fh, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer fh.Close()
+	var r io.Reader = fh
+	if strings.HasSuffix(path, ".gz") {
+		zr, err := gzip.NewReader(fh)
+		if err != nil {
+			return nil, fmt.Errorf("not a gzip file: %w", err)
+		}
+		r = zr
+	}
+	bin, err := io.ReadAll(io.LimitReader(r, MaxModuleSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("read: %w", err)
+	}
+	if len(bin) > MaxModuleSize {
+		return nil, fmt.Errorf("module is larger than %d MiB", MaxModuleSize>>20)
+	}
+	return bin, nil
+}
+
+func memoryLimitPages(limit int64) uint32 {
+	if limit <= 0 || limit >= 1<<32 {
+		return 65536
+	}
+	return uint32(max(limit/instrument.PageSize, 1))
+}
+
+func (h *Host) load(ctx context.Context, path string, bin []byte, opts config.WasmFilter) (f *Filter, err error) {
+	defer func() {
+		// Loading parses untrusted input with third-party code: whatever
+		// goes wrong is this module's error, never the router's crash.
+		if r := recover(); r != nil {
+			err = fmt.Errorf("internal error while loading the module: %v", r)
+		}
+	}()
+	if opts.PoolSize < 1 {
+		opts.PoolSize = 1
+	}
+	pages := memoryLimitPages(opts.MemoryLimit)
+	out, err := instrument.Rewrite(bin, instrument.Options{MemoryLimitPages: pages})
+	if err != nil {
+		return nil, err
+	}
+	f = &Filter{
+		name: filepath.Base(path), path: path, opts: opts, host: h,
+		hasStart: out.HasStart, config: []byte(opts.Config),
+		pool:     make(chan *instance, opts.PoolSize),
+		done:     make(chan struct{}),
+		errors:   map[string]prometheus.Counter{},
+		errLog:   limiter{rate: 1, burst: 10},
+		guestLog: limiter{rate: 10, burst: 50},
+	}
+	f.log = h.log.With(slog.String("filter", f.name))
+	rc := wazero.NewRuntimeConfig().
+		WithCompilationCache(h.cache).
+		WithMemoryLimitPages(pages).
+		WithCloseOnContextDone(h.mode != deadlineInterrupt)
+	rt := wazero.NewRuntimeWithConfig(ctx, rc)
+	f.rt = rt
+	ok := false
+	defer func() {
+		if !ok {
+			rt.Close(context.Background())
+		}
+	}()
+	if _, err := wasi_snapshot_preview1.Instantiate(ctx, f.rt); err != nil {
+		return nil, fmt.Errorf("internal error: instantiate WASI: %w", err)
+	}
+	if err := f.instantiateHostModule(ctx); err != nil {
+		return nil, fmt.Errorf("internal error: instantiate module %q: %w", hostModule, err)
+	}
+	f.compiled, err = f.rt.CompileModule(ctx, out.Binary)
+	if err != nil {
+		return nil, fmt.Errorf("not a valid WebAssembly module: %w", err)
+	}
+	wasiDefs := map[string]api.FunctionDefinition{}
+	for _, def := range f.rt.Module(wasiModule).ExportedFunctionDefinitions() {
+		wasiDefs[def.ExportNames()[0]] = def
+	}
+	if err := validate(f.compiled, out.Imports, wasiDefs); err != nil {
+		return nil, err
+	}
+	exports := f.compiled.ExportedFunctions()
+	_, f.hasInit = exports[exportInitialize]
+	_, f.hasEvInit = exports[exportInit]
+	for _, k := range kinds {
+		f.errors[k] = h.m.FilterErrors.WithLabelValues(f.name, k)
+	}
+	h.wd.observe(opts.Timeout)
+
+	// Start the whole pool now: evr_init runs in every instance, and a
+	// module that cannot start must fail here, not at the first event.
+	started := make([]*instance, 0, opts.PoolSize)
+	for range opts.PoolSize {
+		in, err := f.newInstance(ctx)
+		if err != nil {
+			for _, in := range started {
+				in.close()
+			}
+			return nil, err
+		}
+		started = append(started, in)
+	}
+	for _, in := range started {
+		f.pool <- in
+	}
+	ok = true
+	return f, nil
+}
+
+// Filter runs the module on ev. Failures are counted, logged (rate-limited)
+// and turned into the filter's on_error policy: Pass, Drop, or Error (which
+// the chain dead-letters).
+func (f *Filter) Filter(ctx context.Context, ev *gateway.Event) filters.Result {
+	in, err := f.acquire(ctx)
+	if err != nil {
+		if errors.Is(err, errClosed) {
+			return f.late(ctx, ev)
+		}
+		// The router is stopping: no verdict, and nothing to count.
+		return filters.Result{Verdict: filters.Error, Err: err}
+	}
+	if in == nil {
+		if in, err = f.newInstance(ctx); err != nil {
+			f.pool <- nil
+			return f.failure(KindTrap, fmt.Errorf("cannot start an instance: %w", err))
+		}
+	}
+	res, kind, err, discard := in.call(ev)
+	if discard {
+		in.close()
+		in = nil
+	}
+	f.pool <- in
+	if kind != "" {
+		return f.failure(kind, err)
+	}
+	return res
+}
+
+// acquire takes a slot from the pool, waiting while all are busy.
+func (f *Filter) acquire(ctx context.Context) (*instance, error) {
+	select {
+	case in := <-f.pool:
+		return in, nil
+	default:
+	}
+	select {
+	case in := <-f.pool:
+		return in, nil
+	case <-f.done:
+		return nil, errClosed
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// late serves a call that reached f after Close. The chain hands an event
+// the filter list it started with; when a reload swaps the list while the
+// event is between two filters, it may still call a filter of the old list
+// after that filter was closed. The newer version of the same module
+// serves it; a filter that the reload removed passes the event, as the new
+// chain would.
+func (f *Filter) late(ctx context.Context, ev *gateway.Event) filters.Result {
+	if s := f.successor.Load(); s != nil {
+		return s.Filter(ctx, ev)
+	}
+	f.log.Debug("event reached a filter removed by a reload: passed", slog.Int("key", int(ev.Key)))
+	return filters.Result{Verdict: filters.Pass}
+}
+
+func (f *Filter) failure(kind string, err error) filters.Result {
+	f.errors[kind].Inc()
+	if ok, suppressed := f.errLog.allow(); ok {
+		attrs := []slog.Attr{slog.String("kind", kind), slog.String("on_error", string(f.opts.OnError)), slog.Any("error", err)}
+		if suppressed > 0 {
+			attrs = append(attrs, slog.Int("suppressed", suppressed))
+		}
+		f.log.LogAttrs(context.Background(), slog.LevelWarn, "filter error", attrs...)
+	}
+	switch f.opts.OnError {
+	case config.OnErrorDrop:
+		return filters.Result{Verdict: filters.Drop}
+	case config.OnErrorDeadLetter:
+		return filters.Result{Verdict: filters.Error, Err: fmt.Errorf("%s: %w", kind, err)}
+	}
+	return filters.Result{Verdict: filters.Pass}
+}
+
+// Close stops the filter once its in-flight calls have returned and
+// releases its instances and runtime. Calls that arrive later are served by
+// the successor set with setSuccessor, or passed.
+func (f *Filter) Close() error {
+	f.closeOnce.Do(func() {
+		close(f.done)
+		for range cap(f.pool) {
+			if in := <-f.pool; in != nil {
+				in.close()
+			}
+		}
+		f.rt.Close(context.Background())
+	})
+	return nil
+}
+
+func (f *Filter) setSuccessor(s *Filter) { f.successor.Store(s) }
+
+// result turns a completed call's verdict into a filters.Result, or an
+// error kind.
+func (in *instance) result(ev *gateway.Event, v uint32) (filters.Result, string, error) {
+	switch v {
+	case verdictPass:
+		return filters.Result{Verdict: filters.Pass}, "", nil
+	case verdictDrop:
+		return filters.Result{Verdict: filters.Drop}, "", nil
+	case verdictReplace:
+		if in.outErr != "" {
+			return filters.Result{}, KindOutput, errors.New(in.outErr)
+		}
+		if !in.hasOut {
+			return filters.Result{}, KindOutput, errors.New("verdict 2 (replace) without a call to evr.set_output")
+		}
+		out, err := cevent.Parse(in.out, ev)
+		if err != nil {
+			return filters.Result{}, KindOutput, err
+		}
+		return filters.Result{Verdict: filters.Replace, Event: out}, "", nil
+	case verdictError:
+		reason := "no reason given (call evr.set_error)"
+		if len(in.errMsg) > 0 {
+			reason = string(bytes.ToValidUTF8(in.errMsg, []byte("?")))
+		}
+		return filters.Result{}, KindVerdict, fmt.Errorf("module returned verdict 3 (error): %s", reason)
+	}
+	return filters.Result{}, KindVerdict, fmt.Errorf("verdict %d is not 0 (pass), 1 (drop), 2 (replace) or 3 (error)", int32(v))
+}
