@@ -29,6 +29,8 @@ import (
 	"github.com/vmware/govmomi"
 	"github.com/vmware/govmomi/event"
 	"github.com/vmware/govmomi/simulator"
+
+	"github.com/vmware-samples/vmware-event-router/internal/vcsimfix"
 	"github.com/vmware/govmomi/vim25/types"
 	appsv1 "k8s.io/api/apps/v1"
 	"sigs.k8s.io/yaml"
@@ -84,6 +86,7 @@ func dpStartSim(t *testing.T) *dpSim {
 		t.Fatalf("simulator: %v", err)
 	}
 	model.Service.TLS = new(tls.Config)
+	vcsimfix.SerializeCollectorDestroy(model)
 	srv := model.Service.NewServer()
 	t.Cleanup(func() { srv.Close(); model.Remove() })
 	c, err := govmomi.NewClient(context.Background(), srv.URL, true)

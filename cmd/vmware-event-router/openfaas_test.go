@@ -30,6 +30,7 @@ import (
 	"github.com/vmware/govmomi/vim25/types"
 
 	"github.com/vmware-samples/vmware-event-router/internal/faastest"
+	"github.com/vmware-samples/vmware-event-router/internal/vcsimfix"
 )
 
 // ofSim is an in-process vCenter (govmomi simulator) with VMs created
@@ -52,6 +53,7 @@ func ofStartSim(t testing.TB, nvms int) *ofSim {
 		t.Fatalf("simulator: %v", err)
 	}
 	model.Service.TLS = new(tls.Config)
+	vcsimfix.SerializeCollectorDestroy(model)
 	srv := model.Service.NewServer()
 	t.Cleanup(func() { srv.Close(); model.Remove() })
 	ctx := context.Background()
