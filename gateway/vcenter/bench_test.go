@@ -1,0 +1,163 @@
+package vcenter
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vmware/govmomi/event"
+	"github.com/vmware/govmomi/simulator"
+	"github.com/vmware/govmomi/vim25"
+	"github.com/vmware/govmomi/vim25/types"
+
+	"github.com/vmware-samples/vmware-event-router/gateway/config"
+	"github.com/vmware-samples/vmware-event-router/gateway/metrics"
+	"github.com/vmware-samples/vmware-event-router/internal/vcsimfix"
+)
+
+// helperEnv makes the test binary run as the external simulator of
+// BenchmarkFollow, so the benchmark's CPU figures are the stream's alone.
+const helperEnv = "EVR_VCENTER_SIM_HELPER"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(helperEnv) != "" {
+		os.Exit(simHelper(os.Stdin, os.Stdout))
+	}
+	os.Exit(m.Run())
+}
+
+// simHelper serves a simulator on 127.0.0.1, prints its URL and the path of
+// its certificate, then posts as many events as each line of in asks for.
+func simHelper(in io.Reader, out io.Writer) int {
+	model := simulator.VPX()
+	if err := model.Create(); err != nil {
+		_, _ = fmt.Fprintln(out, "error", err)
+		return 1
+	}
+	defer model.Remove()
+	vcsimfix.SerializeCollectorDestroy(model)
+	model.Service.TLS = new(tls.Config)
+	model.Service.Listen = &url.URL{Host: "127.0.0.1:0", User: url.UserPassword("user", simPass)}
+	server := model.Service.NewServer()
+	defer server.Close()
+	ca := filepath.Join(os.TempDir(), fmt.Sprintf("evr-bench-sim-%d.pem", os.Getpid()))
+	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: server.Certificate().Raw}), 0o600); err != nil {
+		_, _ = fmt.Fprintln(out, "error", err)
+		return 1
+	}
+	defer func() { _ = os.Remove(ca) }()
+	u := *server.URL
+	u.User = nil
+	_, _ = fmt.Fprintln(out, u.String(), ca)
+
+	c, err := vim25.NewClient(context.Background(), model.Service)
+	if err != nil {
+		return 1
+	}
+	m := event.NewManager(c)
+	root := c.ServiceContent.RootFolder
+	sc := bufio.NewScanner(in)
+	for sc.Scan() {
+		n, _ := strconv.Atoi(strings.TrimSpace(sc.Text()))
+		for range n {
+			_ = m.PostEvent(context.Background(), &types.EventEx{EventTypeId: "com.example.bench", ObjectType: root.Type, ObjectId: root.Value})
+		}
+	}
+	return 0
+}
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkFollow measures the stream following a simulator in another
+// process: "one" posts an event and waits for it (every event its own
+// update: the steady state at a low rate; ns/op is the latency from posting
+// to delivery, including the simulator's 0-20 ms tick), "burst900" posts
+// 900 at once and waits for all. cpu-us/event is this process's CPU (the
+// stream, the SOAP client, the conversion) per event.
+func BenchmarkFollow(b *testing.B) {
+	exe, err := os.Executable()
+	if err != nil {
+		b.Fatal(err)
+	}
+	cmd := exec.Command(exe)
+	cmd.Env = append(os.Environ(), helperEnv+"=1")
+	stdin, _ := cmd.StdinPipe()
+	stdout, _ := cmd.StdoutPipe()
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer func() {
+		_ = stdin.Close()
+		_ = cmd.Wait()
+	}()
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	fields := strings.Fields(line)
+	if err != nil || len(fields) != 2 {
+		b.Fatalf("the simulator helper did not start: %q %v", line, err)
+	}
+	s, err := New(config.VCenter{Address: fields[0], Username: "user", Password: simPass, CAFile: fields[1]}, quietLogger(), metrics.New())
+	if err != nil {
+		b.Fatal(err)
+	}
+	s.tun.direct = os.Getenv("EVR_BENCH_NETHTTP") == ""
+	h := &recorder{notify: make(chan struct{}, 1)}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx, h) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			b.Errorf("Run: %v", err)
+		}
+	}()
+	deadline := time.Now().Add(20 * time.Second)
+	for s.Ready() != nil {
+		if time.Now().After(deadline) {
+			b.Fatalf("not ready: %v", s.Ready())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+
+	for _, bm := range []struct {
+		name string
+		n    int
+	}{{"one", 1}, {"burst900", 900}} {
+		b.Run(bm.name, func(b *testing.B) {
+			events := 0
+			cpu0 := cpuTime()
+			for b.Loop() {
+				want := h.count() + bm.n
+				if _, err := fmt.Fprintln(stdin, bm.n); err != nil {
+					b.Fatal(err)
+				}
+				timeout := time.After(30 * time.Second)
+				for h.count() < want {
+					select {
+					case <-h.notify:
+					case <-timeout:
+						b.Fatalf("%d of %d events delivered", h.count()-want+bm.n, bm.n)
+					}
+				}
+				events += bm.n
+			}
+			b.ReportMetric(float64((cpuTime()-cpu0).Microseconds())/float64(events), "cpu-us/event")
+		})
+	}
+}

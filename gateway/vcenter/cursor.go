@@ -1,0 +1,98 @@
+package vcenter
+
+import (
+	"slices"
+	"time"
+
+	"github.com/vmware/govmomi/vim25/types"
+
+	"github.com/vmware-samples/vmware-event-router/gateway"
+)
+
+// cursor is the stream's place in a vCenter's history: the last event it
+// handed on (or the instant it started from) and which events count as
+// already handed.
+//
+// vCenter orders events by CreatedTime, then Key. Keys alone cannot be
+// trusted (int32: they wrap negative, and restart at 1 after a restore or
+// in a fresh vCenter), so an event is new when it is later than pos, or at
+// pos's exact time and not one of the keys already handed at that time.
+// Keeping the set of keys of the last timestamp, not just the last key,
+// makes equal CreatedTimes safe even when their keys are not ascending.
+type cursor struct {
+	pos gateway.Position
+
+	// atEvent says pos is an event vCenter held (handed on, or the
+	// position Resume returned), not the instant the stream started from.
+	// Only then can its absence from the history show pruning, and only
+	// then can a successor be recognised by its key.
+	atEvent bool
+
+	// seen holds the keys handed on at pos.Time.
+	seen []int32
+
+	// exact is false right after a Resume, when seen is not known: then
+	// the events at pos.Time with a key up to floor count as handed.
+	exact bool
+	floor int32
+}
+
+// startAt returns a cursor for a stream starting at instant now (vCenter's
+// clock): every event created at or after now is new.
+func startAt(now time.Time) *cursor {
+	return &cursor{pos: gateway.Position{Time: now}, exact: true}
+}
+
+// resumeAfter returns a cursor for a stream resuming after pos.
+func resumeAfter(pos gateway.Position) *cursor {
+	return &cursor{pos: pos, atEvent: true, floor: pos.Key}
+}
+
+// isNew reports whether e has not been handed on yet.
+func (c *cursor) isNew(e *types.Event) bool {
+	t := e.CreatedTime
+	if !t.Equal(c.pos.Time) {
+		return t.After(c.pos.Time)
+	}
+	if slices.Contains(c.seen, e.Key) {
+		return false
+	}
+	return c.exact || e.Key > c.floor
+}
+
+// follows reports whether e is, by its key, the event right after pos in
+// the history: the next key (int32 wraps in Go as in vCenter) no earlier
+// than pos. A latest page holding only e then proves nothing was skipped.
+func (c *cursor) follows(e *types.Event) bool {
+	return c.atEvent && e.Key == c.pos.Key+1 && !e.CreatedTime.Before(c.pos.Time)
+}
+
+// advance records e as handed on.
+func (c *cursor) advance(e *types.Event) {
+	t := e.CreatedTime
+	if !t.Equal(c.pos.Time) {
+		c.pos.Time = t
+		c.seen = c.seen[:0]
+		c.exact = true
+	}
+	c.pos.Key = e.Key
+	c.seen = append(c.seen, e.Key)
+	c.atEvent = true
+}
+
+// sortEvents puts events in vCenter's order: CreatedTime, then Key.
+func sortEvents(evs []types.BaseEvent) {
+	slices.SortStableFunc(evs, func(a, b types.BaseEvent) int {
+		x, y := a.GetEvent(), b.GetEvent()
+		if c := x.CreatedTime.Compare(y.CreatedTime); c != 0 {
+			return c
+		}
+		switch {
+		case x.Key < y.Key:
+			return -1
+		case x.Key > y.Key:
+			return 1
+		}
+		return 0
+	})
+}

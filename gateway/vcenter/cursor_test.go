@@ -1,0 +1,70 @@
+package vcenter
+
+import (
+	"math"
+	"testing"
+	"time"
+
+	"github.com/vmware/govmomi/vim25/types"
+
+	"github.com/vmware-samples/vmware-event-router/gateway"
+)
+
+func ev(at time.Time, key int32) *types.Event { return &types.Event{CreatedTime: at, Key: key} }
+
+func TestCursor(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	t1 := t0.Add(time.Millisecond)
+	tests := []struct {
+		name    string
+		cur     func() *cursor
+		handed  []*types.Event // advanced over first
+		check   *types.Event
+		isNew   bool
+		follows bool
+	}{
+		{"start: an event at the start instant is new", func() *cursor { return startAt(t0) }, nil, ev(t0, 5), true, false},
+		{"start: an earlier event is old", func() *cursor { return startAt(t0) }, nil, ev(t0.Add(-1), 5), false, false},
+		{"start: nothing follows a start instant by key", func() *cursor { return startAt(t0) }, nil, ev(t1, 1), true, false},
+		{"resume: the position itself is old", func() *cursor { return resumeAfter(gateway.Position{Time: t0, Key: 7}) }, nil, ev(t0, 7), false, false},
+		{"resume: a lower key at the same time is old", func() *cursor { return resumeAfter(gateway.Position{Time: t0, Key: 7}) }, nil, ev(t0, 6), false, false},
+		{"resume: a higher key at the same time is new", func() *cursor { return resumeAfter(gateway.Position{Time: t0, Key: 7}) }, nil, ev(t0, 8), true, true},
+		{"resume: a later time is new whatever its key", func() *cursor { return resumeAfter(gateway.Position{Time: t0, Key: 7}) }, nil, ev(t1, 1), true, false},
+		{"handed: same time, key seen", func() *cursor { return startAt(t0) }, []*types.Event{ev(t0, 9), ev(t0, 3)}, ev(t0, 9), false, false},
+		{"handed: same time, lower unseen key is new (keys restarted)", func() *cursor { return startAt(t0) }, []*types.Event{ev(t0, 9)}, ev(t0, 2), true, false},
+		{"handed: the next key follows", func() *cursor { return startAt(t0) }, []*types.Event{ev(t0, 9)}, ev(t1, 10), true, true},
+		{"handed: a key gap does not follow", func() *cursor { return startAt(t0) }, []*types.Event{ev(t0, 9)}, ev(t1, 11), true, false},
+		{"handed: the next key earlier in time does not follow", func() *cursor { return startAt(t1) }, []*types.Event{ev(t1, 9)}, ev(t0, 10), false, false},
+		{"handed: key wraps to negative", func() *cursor { return startAt(t0) }, []*types.Event{ev(t0, math.MaxInt32)}, ev(t1, math.MinInt32), true, true},
+		{"handed: a new time resets the seen keys", func() *cursor { return startAt(t0) }, []*types.Event{ev(t0, 9), ev(t1, 1)}, ev(t1, 9), true, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := tt.cur()
+			for _, e := range tt.handed {
+				c.advance(e)
+			}
+			if got := c.isNew(tt.check); got != tt.isNew {
+				t.Errorf("isNew = %v, want %v", got, tt.isNew)
+			}
+			if got := c.follows(tt.check); got != tt.follows {
+				t.Errorf("follows = %v, want %v", got, tt.follows)
+			}
+		})
+	}
+}
+
+func TestSortEvents(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	mk := func(at time.Time, key int32) types.BaseEvent {
+		return &types.GeneralUserEvent{GeneralEvent: types.GeneralEvent{Event: types.Event{CreatedTime: at, Key: key}}}
+	}
+	evs := []types.BaseEvent{mk(t0.Add(2), 1), mk(t0, 5), mk(t0, 3), mk(t0.Add(1), 9)}
+	sortEvents(evs)
+	want := []int32{3, 5, 9, 1}
+	for i, e := range evs {
+		if e.GetEvent().Key != want[i] {
+			t.Fatalf("order %d: key %d, want %v", i, e.GetEvent().Key, want)
+		}
+	}
+}

@@ -1,0 +1,418 @@
+// Package vcenter is the router's vCenter stream: it follows a vCenter's
+// event history by push and hands each event on, once and in order, as a
+// CloudEvent. It also holds the embedded simulator stream (vcsim) that runs
+// the same code against govmomi's in-process simulator, and the conversion
+// of vSphere events to CloudEvents (kept here so that package gateway does
+// not depend on govmomi).
+//
+// How the stream follows vCenter: it creates an event history collector
+// whose latest page holds one event and waits on that page with the
+// property collector's WaitForUpdatesEx (as govc events -f does). An update
+// whose event directly follows the last one handed on (the next key, no
+// earlier time) is handed on as it is: one decode, no extra round trip.
+// Anything else (several events between two updates, a key gap, the first
+// update after connecting) is read with ReadNextEvents, in pages of 1000,
+// from a collector whose read position is in step with what was handed on,
+// so a burst larger than the page is never skipped.
+package vcenter
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/vmware/govmomi/vim25"
+	"github.com/vmware/govmomi/vim25/soap"
+	"github.com/vmware/govmomi/vim25/types"
+
+	"github.com/vmware-samples/vmware-event-router/gateway"
+	"github.com/vmware-samples/vmware-event-router/gateway/config"
+	"github.com/vmware-samples/vmware-event-router/gateway/metrics"
+)
+
+// tuning holds the stream's timings. Tests shorten them; the defaults are
+// what the daemon runs with.
+type tuning struct {
+	// waitMax is WaitForUpdatesEx's MaxWaitSeconds: vCenter answers at the
+	// latest after this long, with or without news.
+	waitMax time.Duration
+	// waitSlack is how much longer than waitMax a wait may take before the
+	// connection counts as silently dead.
+	waitSlack time.Duration
+	// call bounds every other call (login, reads, collector creation).
+	call time.Duration
+	// cleanup bounds each call of the teardown (destroy, logout).
+	cleanup time.Duration
+	// backoffMin and backoffMax bound the delay between reconnects.
+	backoffMin, backoffMax time.Duration
+	// stable is how long a session must have followed vCenter for the
+	// next reconnect to start again from backoffMin.
+	stable time.Duration
+	// readBatch is ReadNextEvents' maxCount.
+	readBatch int32
+	// direct makes SOAP calls in the calling goroutine (directTransport).
+	direct bool
+}
+
+func defaultTuning() tuning {
+	return tuning{
+		waitMax:    30 * time.Second,
+		waitSlack:  10 * time.Second, // a dead connection is noticed within 40 s
+		call:       30 * time.Second,
+		cleanup:    2 * time.Second,
+		backoffMin: 100 * time.Millisecond,
+		backoffMax: 10 * time.Second,
+		stable:     10 * time.Second,
+		readBatch:  1000,
+		direct:     true,
+	}
+}
+
+// pageSize is the collector's latest page size. One event is enough to
+// prove, by its key, that nothing came between two updates, and every event
+// in a page is decoded again at each update (govmomi's XML decoding costs
+// about 100 µs per event), so a larger page would cost CPU on every event
+// and save a read only when several events land between two updates.
+const pageSize = 1
+
+// Stream follows one vCenter (or the embedded simulator). It implements
+// gateway.Stream.
+type Stream struct {
+	provider string // "vmware_vcenter" or "vcsim": metric label, stats key
+	source   string // CloudEvent source: the configured URL
+	url      *url.URL
+	username string
+	password config.Secret
+	tls      *tls.Config
+
+	log  *slog.Logger
+	conv *Converter
+	tun  tuning
+
+	// knownTypes is the SDK's type registry; tests narrow it to make the
+	// SDK not know a type the simulator sends.
+	knownTypes types.Func
+
+	events      prometheus.Counter
+	connected   prometheus.Gauge
+	lastEvent   prometheus.Gauge
+	undecodable prometheus.Counter
+	missed      prometheus.Counter
+	stat        *metrics.Stat
+
+	mu       sync.Mutex
+	notReady error
+
+	cleanups sync.WaitGroup // teardowns of abandoned sessions
+	lastUUID string         // instance UUID of the last session (Run's goroutine only)
+
+	sim *simulation // the vcsim stream's simulator; nil for a real vCenter
+}
+
+var _ gateway.Stream = (*Stream)(nil)
+
+// New returns the vmware_vcenter stream for cfg. It checks the address and
+// reads the CA bundle now, so a wrong option stops start-up; it does not
+// connect (Run does, and keeps trying).
+func New(cfg config.VCenter, log *slog.Logger, m *metrics.Metrics) (*Stream, error) {
+	u, err := url.Parse(cfg.Address)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		return nil, fmt.Errorf("stream %s: address: must be https://HOST[:PORT]/sdk, got %q", config.ProviderVCenter, cfg.Address)
+	}
+	tc := &tls.Config{InsecureSkipVerify: cfg.Insecure} //nolint:gosec // the user asked for it with options.insecure
+	if cfg.CAFile != "" {
+		pool, err := loadCAFile(cfg.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("stream %s: options.ca_file: %w", config.ProviderVCenter, err)
+		}
+		tc.RootCAs = pool
+	}
+	return newStream(config.ProviderVCenter, cfg.Address, u, cfg.Username, cfg.Password, tc, log, m), nil
+}
+
+// loadCAFile returns the system roots plus the certificates of file.
+func loadCAFile(file string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil || pool == nil {
+		pool = x509.NewCertPool()
+	}
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s holds no PEM certificate", file)
+	}
+	return pool, nil
+}
+
+func newStream(provider, source string, u *url.URL, user string, pass config.Secret, tc *tls.Config, log *slog.Logger, m *metrics.Metrics) *Stream {
+	clean := *u
+	if clean.User != nil {
+		// Credentials belong in auth; never in the CloudEvent source or
+		// a log line.
+		clean.User = nil
+		source = clean.String()
+	}
+	s := &Stream{
+		provider:    provider,
+		source:      source,
+		url:         &clean,
+		username:    user,
+		password:    pass,
+		tls:         tc,
+		log:         log.With("stream", provider),
+		conv:        NewConverter(source),
+		tun:         defaultTuning(),
+		knownTypes:  types.TypeFunc(),
+		events:      m.StreamEvents.WithLabelValues(provider),
+		connected:   m.StreamConnected.WithLabelValues(provider),
+		lastEvent:   m.StreamLastEventTime.WithLabelValues(provider),
+		undecodable: m.StreamUndecodable.WithLabelValues(provider),
+		missed:      m.StreamMissed.WithLabelValues(provider),
+		stat:        m.Stats.Register(provider, "stream", source),
+		notReady:    errors.New("not connected to vCenter yet"),
+	}
+	s.connected.Set(0)
+	return s
+}
+
+// Source is the CloudEvent source of the stream's events.
+func (s *Stream) Source() string { return s.source }
+
+// Ready returns nil while the stream follows vCenter, else why not.
+func (s *Stream) Ready() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.notReady
+}
+
+func (s *Stream) setReady(err error) {
+	s.mu.Lock()
+	s.notReady = err
+	s.mu.Unlock()
+	if err == nil {
+		s.connected.Set(1)
+	} else {
+		s.connected.Set(0)
+	}
+}
+
+// Close stops the embedded simulator of a vcsim stream; for a vCenter
+// stream it does nothing (Run logs out when it returns). Call it after Run
+// has returned.
+func (s *Stream) Close() error {
+	if s.sim != nil {
+		s.sim.close()
+	}
+	return nil
+}
+
+// Run follows vCenter until ctx is done; see gateway.Stream. It returns an
+// error only when the very first connection fails in a way no retry fixes:
+// vCenter refuses the credentials, or its certificate is not trusted.
+func (s *Stream) Run(ctx context.Context, h gateway.StreamHandler) error {
+	defer s.cleanups.Wait()
+	defer s.setReady(errors.New("the stream has stopped"))
+	if s.sim != nil {
+		stop := s.sim.startGenerator(ctx, s.log)
+		defer stop()
+	}
+
+	var cur *cursor // nil until the first connection asks h where to start
+	delay := s.tun.backoffMin
+	for {
+		start := time.Now()
+		followed, err := s.session(ctx, h, &cur)
+		if ctx.Err() != nil {
+			return nil
+		}
+		s.setReady(fmt.Errorf("not connected to vCenter at %s: %w", s.source, err))
+		if cur == nil && permanent(err) {
+			return fmt.Errorf("stream %s: connecting to %s: %w", s.provider, s.source, hint(err))
+		}
+		if followed && time.Since(start) >= s.tun.stable {
+			delay = s.tun.backoffMin
+		}
+		// Jitter (half the step, at random) keeps many routers from
+		// reconnecting to a restarted vCenter in lockstep.
+		wait := delay/2 + rand.N(delay/2+1)
+		s.log.Warn("vCenter stream interrupted; reconnecting", "address", s.source, "error", err, "retry_in", wait.Round(time.Millisecond))
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+		delay = min(delay*2, s.tun.backoffMax)
+	}
+}
+
+// permanent reports whether err is a fault of the configuration that a
+// retry cannot fix: refused credentials or an untrusted certificate.
+func permanent(err error) bool {
+	if _, ok := vimFault(err).(types.InvalidLogin); ok {
+		return true
+	}
+	var unknownAuthority x509.UnknownAuthorityError
+	var hostname x509.HostnameError
+	var invalid x509.CertificateInvalidError
+	var verify *tls.CertificateVerificationError
+	return errors.As(err, &unknownAuthority) || errors.As(err, &hostname) ||
+		errors.As(err, &invalid) || errors.As(err, &verify)
+}
+
+// hint adds what to change to a permanent error.
+func hint(err error) error {
+	if vimFault(err) != nil {
+		return fmt.Errorf("auth: vCenter refused the user name or password: %w", err)
+	}
+	return fmt.Errorf("TLS: the certificate is not trusted (set options.ca_file to its CA bundle, or options.insecure to \"true\"): %w", err)
+}
+
+// vimFault returns the vSphere fault in err's chain, or nil.
+func vimFault(err error) types.AnyType {
+	for ; err != nil; err = errors.Unwrap(err) {
+		if soap.IsSoapFault(err) {
+			return soap.ToSoapFault(err).VimFault()
+		}
+	}
+	return nil
+}
+
+// session is one connection: log in, follow, and tear down. followed says
+// whether it got as far as following vCenter.
+func (s *Stream) session(ctx context.Context, h gateway.StreamHandler, cur **cursor) (followed bool, err error) {
+	cn, err := s.connect(ctx)
+	if err != nil {
+		return false, err
+	}
+	defer func() {
+		// On shutdown the teardown runs now, within its short deadlines;
+		// on a reconnect it runs beside the next login, so a dead
+		// connection's timeouts do not delay the recovery.
+		if ctx.Err() != nil {
+			cn.close(s.tun.cleanup)
+			return
+		}
+		s.cleanups.Add(1)
+		go func() {
+			defer s.cleanups.Done()
+			cn.close(s.tun.cleanup)
+		}()
+	}()
+
+	about := cn.c.ServiceContent.About
+	if *cur == nil {
+		cctx, cancel := context.WithTimeout(ctx, s.tun.call)
+		now, err := cn.currentTime(cctx)
+		cancel()
+		if err != nil {
+			return false, err
+		}
+		pos, ok := h.Resume(about.InstanceUuid, s.source, now)
+		switch {
+		case ok && pos.Time.After(now.Add(time.Minute)):
+			// vCenter's clock decides what is new: a position in its
+			// future would hide every event until its clock got there.
+			*cur = startAt(now)
+			s.log.Warn("the resume position is later than vCenter's clock; following from now instead",
+				"after_time", pos.Time, "after_key", pos.Key, "vcenter_time", now)
+		case ok:
+			*cur = resumeAfter(pos)
+			s.log.Info("resuming vCenter history", "after_time", pos.Time, "after_key", pos.Key, "vcenter_time", now)
+		default:
+			*cur = startAt(now)
+			s.log.Info("following vCenter history from now", "vcenter_time", now)
+		}
+	} else if s.lastUUID != cn.uuid {
+		s.log.Info("vCenter instance changed at the same address", "previous_instance_uuid", s.lastUUID, "instance_uuid", cn.uuid)
+	}
+	s.lastUUID = cn.uuid
+
+	f := &follower{s: s, cn: cn, cur: *cur, h: h}
+	if err := f.start(ctx); err != nil {
+		return false, err
+	}
+	err = f.run(ctx, func() {
+		followed = true
+		s.setReady(nil)
+		s.log.Info("vCenter stream connected", "address", s.source, "instance_uuid", about.InstanceUuid,
+			"version", about.Version, "build", about.Build, "user", s.username)
+	})
+	return followed, err
+}
+
+// dialer returns the TLS dial function of a session: one with a connect
+// timeout and TCP keep-alives (govmomi's own dials without a deadline).
+func (s *Stream) dialer() func(ctx context.Context, network, addr string) (net.Conn, error) {
+	d := &tls.Dialer{
+		NetDialer: &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 15 * time.Second},
+		Config:    s.tls.Clone(),
+	}
+	return d.DialContext
+}
+
+// newSOAPClient returns a SOAP client for s's vCenter, not logged in, and
+// the function that closes its idle connections.
+func (s *Stream) newSOAPClient() (*soap.Client, func()) {
+	sc := soap.NewClient(s.url, s.tls.InsecureSkipVerify)
+	t := sc.DefaultTransport()
+	t.TLSClientConfig = s.tls.Clone()
+	t.DialTLSContext = s.dialer()
+	sc.Types = typeFunc(s.knownTypes)
+	if !s.tun.direct {
+		return sc, sc.CloseIdleConnections
+	}
+	// A proxy from the environment keeps net/http's Transport, which
+	// knows how to use one.
+	if p, err := http.ProxyFromEnvironment(&http.Request{URL: s.url}); err != nil || p != nil {
+		return sc, sc.CloseIdleConnections
+	}
+	addr := s.url.Host
+	if s.url.Port() == "" {
+		port := "443"
+		if s.url.Scheme == "http" {
+			port = "80"
+		}
+		addr = net.JoinHostPort(s.url.Hostname(), port)
+	}
+	dial := s.dialer()
+	if s.url.Scheme == "http" {
+		dial = (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 15 * time.Second}).DialContext
+	}
+	d := &directTransport{dial: dial, addr: addr}
+	sc.Transport = d // the http.Client inside soap.Client
+	return sc, func() {
+		d.CloseIdleConnections()
+		sc.CloseIdleConnections()
+	}
+}
+
+// connect logs in.
+func (s *Stream) connect(ctx context.Context) (*session, error) {
+	sc, closeIdle := s.newSOAPClient()
+	cctx, cancel := context.WithTimeout(ctx, s.tun.call)
+	defer cancel()
+	c, err := vim25.NewClient(cctx, sc)
+	if err != nil {
+		closeIdle()
+		return nil, fmt.Errorf("retrieving service content: %w", err)
+	}
+	cn := &session{c: c, uuid: c.ServiceContent.About.InstanceUuid, log: s.log, closeIdle: closeIdle}
+	if err := cn.login(cctx, s.username, s.password); err != nil {
+		closeIdle()
+		return nil, fmt.Errorf("logging in as %q: %w", s.username, err)
+	}
+	return cn, nil
+}
