@@ -1,0 +1,50 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vmware-samples/vmware-event-router/internal/vcsimtest"
+)
+
+// loopForever is a filter that never returns: the hostile case the
+// per-event deadline exists for.
+const loopForever = `(module
+  (memory (export "memory") 1)
+  (func (export "evr_abi_version_1"))
+  (func (export "evr_filter") (param i32) (result i32)
+    (loop $forever (br $forever))
+    (i32.const 0)))`
+
+// TestLoopingFilterBoundedByTimeout: a module that loops forever is stopped
+// at its timeout on every event; with on_error "pass" every event still
+// reaches the processor and the daemon stays up.
+func TestLoopingFilterBoundedByTimeout(t *testing.T) {
+	sim := vcsimtest.Start(t)
+	dir := t.TempDir()
+	src, module := filepath.Join(dir, "loop.wat"), filepath.Join(dir, "loop.wasm")
+	if err := os.WriteFile(src, []byte(loopForever), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// wat2wasm comes from Debian's wabt, which make test installs.
+	if out, err := exec.Command("wat2wasm", src, "-o", module).CombinedOutput(); err != nil {
+		t.Fatalf("wat2wasm (apt-get install wabt): %v\n%s", err, out)
+	}
+	filter := map[string]any{"type": "filter", "provider": "wasm", "address": module,
+		"options": map[string]any{"timeout": "50ms", "on_error": "pass", "pool_size": "2"}}
+	d := startCore(t, sim.Config(), filter, stdoutEntry)
+	waitReady(t, d.metrics)
+	const n = 10
+	sim.PostEx("loop", 0, n)
+	waitMessages(t, d, "loop", n, 60*time.Second)
+	_, body := httpGet(t, d.metrics+"/metrics")
+	want := fmt.Sprintf(`eventrouter_filter_errors_total{filter="loop.wasm",kind="timeout"} %d`, n)
+	if !strings.Contains(body, want) {
+		t.Errorf("/metrics lacks %s", want)
+	}
+}
