@@ -1,0 +1,745 @@
+// Command evr-bench is the end-to-end benchmark of vmware-event-router: it
+// runs the real daemon binary against govmomi's vCenter simulator, started
+// in this process, posts events through the simulator's API and times when
+// they come out of the router (on its stdout, or at an OpenFaaS function
+// served by this process). It prints a Markdown report with the method.
+//
+//	go run ./cmd/evr-bench -router bin/vmware-event-router
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+const (
+	// maxBurst keeps a burst within the simulator's history (about 1,000
+	// events per collector): a larger one would be pruned before it is read.
+	maxBurst = 900
+	// burstPosters post a burst concurrently: a second client overlaps
+	// one client's round trip with the simulator's work, more only contend
+	// for the simulator's locks (measured: 2 clients post fastest).
+	burstPosters = 2
+	// openfaasVMs is how many distinct VMs the OpenFaaS run spreads its
+	// events over (order is kept per VM, so this bounds parallelism).
+	openfaasVMs = 64
+	// phaseLimit bounds the wait for a phase's events to be delivered.
+	phaseLimit = 2 * time.Minute
+)
+
+type options struct {
+	router    string
+	rate      float64
+	duration  time.Duration
+	idle      time.Duration
+	burst     int
+	processor string
+	fnDelay   time.Duration
+	quick     bool
+	csv       string
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	// fail reports on stderr; there is nowhere to report a failure to write there.
+	fail := func(code int, format string, a ...any) int {
+		_, _ = fmt.Fprintf(stderr, "evr-bench: "+format+"\n", a...)
+		return code
+	}
+	o, err := parseFlags(args, stderr)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return fail(2, "%v", err)
+	}
+	b, err := newBench(ctx, o)
+	if err != nil {
+		return fail(1, "%v", err)
+	}
+	defer b.close()
+	r, err := b.run(ctx)
+	if err != nil {
+		return fail(1, "%v\n%s", err, b.logTail())
+	}
+	r.command = strings.Join(append([]string{"evr-bench"}, args...), " ")
+	if o.csv != "" {
+		if err := b.rec.writeCSV(o.csv); err != nil {
+			return fail(1, "-csv: %v", err)
+		}
+	}
+	if _, err := io.WriteString(stdout, r.String()); err != nil {
+		return fail(1, "writing the report: %v", err)
+	}
+	if len(r.problems) > 0 {
+		return fail(1, "%s", strings.Join(r.problems, "; "))
+	}
+	return 0
+}
+
+func parseFlags(args []string, stderr io.Writer) (options, error) {
+	var o options
+	fs := flag.NewFlagSet("evr-bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.router, "router", "bin/vmware-event-router", "the router binary to run")
+	fs.Float64Var(&o.rate, "rate", 5, "events/s in the steady phase")
+	fs.DurationVar(&o.duration, "duration", 60*time.Second, "length of the steady phase")
+	fs.DurationVar(&o.idle, "idle", 60*time.Second, "idle time before the single event of the idle phase")
+	fs.IntVar(&o.burst, "burst", maxBurst, "events in the burst (at most 900)")
+	fs.StringVar(&o.processor, "processor", "stdout", "processor to deliver through: stdout or openfaas")
+	fs.DurationVar(&o.fnDelay, "fn-delay", 0, "how long the OpenFaaS function takes per call")
+	fs.BoolVar(&o.quick, "quick", false, "a run of a few seconds (overrides -rate, -duration, -idle, -burst)")
+	fs.StringVar(&o.csv, "csv", "", "also write every delivery (key, VM, created, delivered, latency) to this CSV file")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if o.quick {
+		o.rate, o.duration, o.idle, o.burst = 20, time.Second, time.Second, 100
+	}
+	switch {
+	case fs.NArg() > 0:
+		return o, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	case o.rate <= 0 || math.IsInf(o.rate, 0) || math.IsNaN(o.rate):
+		return o, fmt.Errorf("-rate: must be above 0, got %v", o.rate)
+	case o.duration <= 0:
+		return o, fmt.Errorf("-duration: must be above 0, got %v", o.duration)
+	case o.idle < 0:
+		return o, fmt.Errorf("-idle: must not be negative, got %v", o.idle)
+	case o.burst < 1 || o.burst > maxBurst:
+		return o, fmt.Errorf("-burst: must be 1 to %d (the simulator keeps about 1,000 events), got %d", maxBurst, o.burst)
+	case o.processor != "stdout" && o.processor != "openfaas":
+		return o, fmt.Errorf(`-processor: must be "stdout" or "openfaas", got %q`, o.processor)
+	case o.fnDelay < 0:
+		return o, fmt.Errorf("-fn-delay: must not be negative, got %v", o.fnDelay)
+	}
+	return o, nil
+}
+
+// bench holds the peers and the router process of one run.
+type bench struct {
+	o       options
+	dir     string // config file and router log
+	vc      *vcenter
+	gw      *faasGateway
+	rec     *recorder
+	metrics string // the router's metrics base URL
+	cmd     *exec.Cmd
+	exited  chan struct{}
+}
+
+func newBench(ctx context.Context, o options) (_ *bench, err error) {
+	if _, err := os.Stat(o.router); err != nil {
+		return nil, fmt.Errorf("-router: %w (build it with make binary)", err)
+	}
+	b := &bench{o: o, rec: newRecorder()}
+	defer func() {
+		if err != nil {
+			b.close()
+		}
+	}()
+	if b.dir, err = os.MkdirTemp("", "evr-bench-"); err != nil {
+		return nil, err
+	}
+	if b.vc, err = startVCenter(ctx, openfaasVMs); err != nil {
+		return nil, err
+	}
+	processor := map[string]any{"type": "processor", "provider": "stdout"}
+	if o.processor == "openfaas" {
+		b.gw = startGateway(b.rec, "admin", rand.Text(), o.fnDelay)
+		processor = map[string]any{
+			"type": "processor", "provider": "openfaas", "address": b.gw.srv.URL,
+			"auth":    map[string]any{"method": "basic_auth", "secret": map[string]string{"username": b.gw.user, "password": b.gw.password}},
+			"options": map[string]string{"async": "false"},
+		}
+	}
+	// The router's metrics address is fixed so /readyz can be polled from
+	// the moment it starts.
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	b.metrics = "http://127.0.0.1:" + port
+	user := b.vc.server.URL.User
+	password, _ := user.Password()
+	cfg, err := json.MarshalIndent([]any{
+		map[string]any{
+			"type": "stream", "provider": "vmware_vcenter", "address": b.vc.address(),
+			"auth":    map[string]any{"method": "user_password", "secret": map[string]string{"username": user.Username(), "password": password}},
+			"options": map[string]string{"insecure": "true"},
+		},
+		processor,
+		map[string]any{"type": "metrics", "provider": "internal", "address": "127.0.0.1:" + port, "auth": map[string]string{"method": "none"}},
+	}, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(b.dir, "config.json"), cfg, 0o600); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+func freePort() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", fmt.Errorf("finding a free port: %w", err)
+	}
+	defer func() { _ = l.Close() }()
+	_, port, err := net.SplitHostPort(l.Addr().String())
+	return port, err
+}
+
+func (b *bench) close() {
+	if b.cmd != nil && b.cmd.Process != nil {
+		select {
+		case <-b.exited:
+		default:
+			_ = b.cmd.Process.Kill()
+			<-b.exited
+		}
+	}
+	if b.gw != nil {
+		b.gw.srv.Close()
+	}
+	if b.vc != nil {
+		b.vc.close()
+	}
+	if b.dir != "" {
+		_ = os.RemoveAll(b.dir)
+	}
+}
+
+// logTail is the end of the router's log, to explain a failed run.
+func (b *bench) logTail() string {
+	if b.dir == "" {
+		return ""
+	}
+	data, err := os.ReadFile(filepath.Join(b.dir, "router.log"))
+	if err != nil || len(data) == 0 {
+		return ""
+	}
+	lines := strings.SplitAfter(strings.TrimRight(string(data), "\n"), "\n")
+	return "router log (last lines):\n" + strings.Join(lines[max(0, len(lines)-20):], "") + "\n"
+}
+
+// run goes through the phases in order: start, steady, idle, burst, then
+// memory and shutdown.
+func (b *bench) run(ctx context.Context) (*report, error) {
+	r := &report{o: b.o, vms: len(b.vc.vms), env: environment(), routerVersion: routerVersion(b.o.router)}
+	for _, phase := range []func(context.Context, *report) error{b.start, b.steady, b.idle, b.burst, b.finish} {
+		if err := phase(ctx, r); err != nil {
+			return nil, err
+		}
+	}
+	return r, nil
+}
+
+// start spawns the router, polls /readyz until it answers 200, then posts
+// an event every 5 ms until the first one is delivered. Posting before the
+// router is ready would race inside the simulator: SetCollectorPageSize,
+// which the router calls while it sets up its collector, refills the page
+// from the history that PostEvent appends to, under a different lock (the
+// race detector reports it). The router follows from the moment it
+// connects, so an event created before that is not delivered anyway.
+func (b *bench) start(ctx context.Context, r *report) error {
+	logFile, err := os.Create(filepath.Join(b.dir, "router.log"))
+	if err != nil {
+		return err
+	}
+	defer func() { _ = logFile.Close() }() // the child has its own descriptor
+	// A pipe of our own rather than StdoutPipe: Wait must not close it
+	// while the reader may still be reading.
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	b.cmd = exec.Command(b.o.router, "-config", filepath.Join(b.dir, "config.json"))
+	b.cmd.Stdout, b.cmd.Stderr = pw, logFile
+	t0 := time.Now()
+	if err := b.cmd.Start(); err != nil {
+		_, _ = pr.Close(), pw.Close()
+		return fmt.Errorf("starting the router: %w", err)
+	}
+	_ = pw.Close() // the child holds the write end now
+	b.exited = make(chan struct{})
+	go func() {
+		_ = b.cmd.Wait()
+		close(b.exited)
+	}()
+	if b.gw != nil {
+		go func() { _, _ = io.Copy(io.Discard, pr); _ = pr.Close() }()
+	} else {
+		go func() { b.rec.readLines(pr); _ = pr.Close() }()
+	}
+
+	deadline := time.After(30 * time.Second)
+	if err := b.pollReady(ctx, deadline); err != nil {
+		return err
+	}
+	r.ready = time.Since(t0)
+	if r.memReady, err = readProc(b.cmd.Process.Pid); err != nil {
+		return err
+	}
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for len(b.rec.after(0)) == 0 {
+		if err := b.vc.post(ctx); err != nil {
+			return err
+		}
+		select {
+		case <-tick.C:
+		case <-b.exited:
+			return errors.New("the router exited during start-up")
+		case <-deadline:
+			return errors.New("no event delivered within 30 s of start")
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	r.first = b.rec.after(0)[0].at.Sub(t0)
+	// Wait for the last event posted, so none of the start-up events is
+	// counted in the steady phase.
+	_, last, err := b.vc.newestKeys(ctx)
+	if err != nil {
+		return err
+	}
+	return b.rec.wait(ctx, phaseLimit, b.exited, "start-up events", func(ds []delivery) bool {
+		return slices.ContainsFunc(ds, func(d delivery) bool { return d.key == last })
+	})
+}
+
+// pollReady polls /readyz every 5 ms until it answers 200.
+func (b *bench) pollReady(ctx context.Context, deadline <-chan time.Time) error {
+	client := &http.Client{Timeout: time.Second}
+	for {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, b.metrics+"/readyz", nil)
+		if err != nil {
+			return err
+		}
+		if resp, err := client.Do(req); err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			_ = resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case <-time.After(5 * time.Millisecond):
+		case <-b.exited:
+			return errors.New("the router exited during start-up")
+		case <-deadline:
+			return errors.New("/readyz: not ready within 30 s of start")
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// steady posts rate events/s for duration.
+func (b *bench) steady(ctx context.Context, r *report) error {
+	from, _, err := b.vc.newestKeys(ctx)
+	if err != nil {
+		return err
+	}
+	cpu0, err := readProc(b.cmd.Process.Pid)
+	if err != nil {
+		return err
+	}
+	n := max(1, int(b.o.rate*b.o.duration.Seconds()))
+	tick := time.NewTicker(time.Duration(float64(time.Second) / b.o.rate))
+	defer tick.Stop()
+	for i := range n {
+		if i > 0 {
+			select {
+			case <-tick.C:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		if err := b.vc.post(ctx); err != nil {
+			return err
+		}
+	}
+	ds, err := b.phase(ctx, "steady phase", from, n)
+	if err != nil {
+		return err
+	}
+	cpu1, err := readProc(b.cmd.Process.Pid)
+	if err != nil {
+		return err
+	}
+	r.steady, r.steadyCPU = latencies(ds), cpu1.cpu-cpu0.cpu
+	return nil
+}
+
+// idle waits, then posts one event.
+func (b *bench) idle(ctx context.Context, r *report) error {
+	cpu0, err := readProc(b.cmd.Process.Pid)
+	if err != nil {
+		return err
+	}
+	select {
+	case <-time.After(b.o.idle):
+	case <-b.exited:
+		return errors.New("idle phase: the router exited")
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	cpu1, err := readProc(b.cmd.Process.Pid)
+	if err != nil {
+		return err
+	}
+	r.idleCPU = cpu1.cpu - cpu0.cpu
+	from, _, err := b.vc.newestKeys(ctx)
+	if err != nil {
+		return err
+	}
+	if err := b.vc.post(ctx); err != nil {
+		return err
+	}
+	ds, err := b.phase(ctx, "idle phase", from, 1)
+	if err != nil {
+		return err
+	}
+	r.idle = latencies(ds)[0]
+	return nil
+}
+
+// burst posts the burst from burstPosters clients at once.
+func (b *bench) burst(ctx context.Context, r *report) error {
+	from, _, err := b.vc.newestKeys(ctx)
+	if err != nil {
+		return err
+	}
+	cpu0, err := readProc(b.cmd.Process.Pid)
+	if err != nil {
+		return err
+	}
+	self0, err := readProc(os.Getpid())
+	if err != nil {
+		return err
+	}
+	var (
+		wg     sync.WaitGroup
+		next   atomic.Int64
+		errMu  sync.Mutex
+		postEr error
+	)
+	for range burstPosters {
+		wg.Go(func() {
+			for next.Add(1) <= int64(b.o.burst) {
+				if err := b.vc.post(ctx); err != nil {
+					errMu.Lock()
+					postEr = err
+					errMu.Unlock()
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if postEr != nil {
+		return postEr
+	}
+	ds, err := b.phase(ctx, "burst", from, b.o.burst)
+	if err != nil {
+		return err
+	}
+	cpu1, err := readProc(b.cmd.Process.Pid)
+	if err != nil {
+		return err
+	}
+	self1, err := readProc(os.Getpid())
+	if err != nil {
+		return err
+	}
+	first, lastCreated, lastAt := ds[0].created, ds[0].created, ds[0].at
+	for _, d := range ds {
+		first = minTime(first, d.created)
+		lastCreated = maxTime(lastCreated, d.created)
+		lastAt = maxTime(lastAt, d.at)
+	}
+	r.burstLat = latencies(ds)
+	r.burstCreate, r.burstSpan, r.burstDrain = lastCreated.Sub(first), lastAt.Sub(first), lastAt.Sub(lastCreated)
+	r.burstCPU, r.benchCPU = cpu1.cpu-cpu0.cpu, self1.cpu-self0.cpu
+	return nil
+}
+
+// finish reads the router's memory, checks order and duplicates over the
+// whole run, and stops the router with SIGTERM.
+func (b *bench) finish(_ context.Context, r *report) error {
+	var err error
+	if r.mem, err = readProc(b.cmd.Process.Pid); err != nil {
+		return err
+	}
+	all := b.rec.after(math.MinInt32)
+	seen := map[int32]bool{}
+	lastByVM := map[string]int32{}
+	for _, d := range all {
+		if seen[d.key] {
+			r.dups++
+		}
+		seen[d.key] = true
+		if prev, ok := lastByVM[d.vm]; ok && d.key < prev {
+			r.outOfOrder++
+		}
+		lastByVM[d.vm] = max(lastByVM[d.vm], d.key)
+	}
+	r.orderVMs = len(lastByVM)
+	if r.dups > 0 {
+		r.problems = append(r.problems, fmt.Sprintf("%d events delivered twice", r.dups))
+	}
+	if r.outOfOrder > 0 {
+		r.problems = append(r.problems, fmt.Sprintf("%d events delivered before an earlier event about the same VM", r.outOfOrder))
+	}
+
+	t := time.Now()
+	if err := b.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		return fmt.Errorf("stopping the router: %w", err)
+	}
+	select {
+	case <-b.exited:
+		r.shutdown = time.Since(t)
+		r.exitCode = b.cmd.ProcessState.ExitCode()
+		if r.exitCode != 0 {
+			r.problems = append(r.problems, fmt.Sprintf("the router exited with code %d after SIGTERM", r.exitCode))
+		}
+	case <-time.After(20 * time.Second):
+		return errors.New("the router did not exit within 20 s of SIGTERM")
+	}
+	return nil
+}
+
+// phase waits until n events with keys above from are delivered and
+// returns their deliveries.
+func (b *bench) phase(ctx context.Context, what string, from int32, n int) ([]delivery, error) {
+	err := b.rec.wait(ctx, phaseLimit, b.exited, what, func(all []delivery) bool {
+		got := 0
+		for _, d := range all {
+			if d.key > from {
+				got++
+			}
+		}
+		return got >= n
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%w (%d of %d events delivered)", err, len(b.rec.after(from)), n)
+	}
+	return b.rec.after(from), nil
+}
+
+func latencies(ds []delivery) []time.Duration {
+	out := make([]time.Duration, len(ds))
+	for i, d := range ds {
+		out[i] = d.at.Sub(d.created)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// percentile is the nearest-rank percentile of sorted values.
+func percentile(sorted []time.Duration, p float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(math.Ceil(p/100*float64(len(sorted)))) - 1
+	return sorted[min(max(i, 0), len(sorted)-1)]
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
+func environment() string {
+	load, _ := os.ReadFile("/proc/loadavg")
+	f := strings.Fields(string(load))
+	if len(f) > 3 {
+		f = f[:3]
+	}
+	return fmt.Sprintf("%s/%s, %d CPUs, load average %s at start, %s", runtime.GOOS, runtime.GOARCH,
+		runtime.NumCPU(), strings.Join(f, " "), runtime.Version())
+}
+
+func routerVersion(path string) string {
+	out, err := exec.Command(path, "version").Output()
+	if err != nil {
+		return "unknown"
+	}
+	return strings.Join(strings.Fields(string(out)), " ")
+}
+
+// report is what one run measured.
+type report struct {
+	o                  options
+	command, env       string
+	routerVersion      string
+	vms                int
+	ready, first       time.Duration
+	steady             []time.Duration
+	steadyCPU          time.Duration
+	idle, idleCPU      time.Duration
+	burstLat           []time.Duration
+	burstCreate        time.Duration // first to last CreatedTime
+	burstSpan          time.Duration // first CreatedTime to last delivery
+	burstDrain         time.Duration // last CreatedTime to last delivery
+	burstCPU, benchCPU time.Duration
+	mem, memReady      procStat
+	orderVMs           int
+	dups, outOfOrder   int
+	shutdown           time.Duration
+	exitCode           int
+	problems           []string
+}
+
+// String is the report in Markdown: a table, then the method.
+func (r *report) String() string {
+	o := r.o
+	w := &strings.Builder{}
+	fmt.Fprintf(w, "## vmware-event-router end to end (processor %s", o.processor)
+	switch {
+	case o.processor == "openfaas" && o.fnDelay > 0:
+		fmt.Fprintf(w, ", function takes %v", o.fnDelay)
+	case o.processor == "openfaas":
+		w.WriteString(", instant function")
+	}
+	fmt.Fprintf(w, ")\n\n`%s`\n\nrouter %s; %s; simulator with %d VMs\n\n", r.command, r.routerVersion, r.env, r.vms)
+	w.WriteString("| measure | result | target | predecessor |\n|---|---|---|---|\n")
+	row := func(measure, result, target, pred string) {
+		fmt.Fprintf(w, "| %s | %s | %s | %s |\n", measure, result, target, pred)
+	}
+	row("start: spawn to /readyz 200", dur(r.ready), "", "")
+	row("start: spawn to first event delivered", dur(r.first), atMost(r.first, 300*time.Millisecond, "300 ms"), "1 s")
+	steady := fmt.Sprintf("latency at %g events/s for %v (%d events)", o.rate, o.duration, len(r.steady))
+	row(steady+": p50", dur(percentile(r.steady, 50)), "", "")
+	row(steady+": p99", dur(percentile(r.steady, 99)), atMost(percentile(r.steady, 99), 25*time.Millisecond, "25 ms"), "1.6 s")
+	row(steady+": max", dur(r.steady[len(r.steady)-1]), "", "")
+	row(fmt.Sprintf("latency of the first event after %v idle", o.idle), dur(r.idle), atMost(r.idle, 25*time.Millisecond, "25 ms"), "4 s")
+	n := float64(len(r.burstLat))
+	createRate := n / max(r.burstCreate.Seconds(), 1e-9)
+	throughput := n / max(r.burstSpan.Seconds(), 1e-9)
+	burst := fmt.Sprintf("burst of %d", len(r.burstLat))
+	row(burst+": creation rate (first to last CreatedTime)", rate(createRate), "", "")
+	tput := "the creation rate"
+	if o.fnDelay > 0 {
+		tput = verdict("≥ 300 events/s (the target for a 100 ms function)", throughput >= 300, "")
+	} else if r.burstDrain > 100*time.Millisecond {
+		tput += ": missed"
+	} else {
+		tput += ": met"
+	}
+	row(burst+": delivered throughput (first CreatedTime to last delivery)", rate(throughput), tput, "100 events/s")
+	drainTarget := atMost(r.burstDrain, 100*time.Millisecond, "0.1 s")
+	if o.fnDelay > 0 {
+		drainTarget = ""
+	}
+	row(burst+": drain (last delivery - last CreatedTime)", dur(r.burstDrain), drainTarget, "1,000 events took 10.6 s")
+	row(burst+": latency p50 / p99 / max", dur(percentile(r.burstLat, 50))+" / "+dur(percentile(r.burstLat, 99))+" / "+dur(r.burstLat[len(r.burstLat)-1]), "", "")
+	row(fmt.Sprintf("router CPU per 1,000 events, steady phase (%v at %g/s)", o.duration, o.rate),
+		cpuPer1000(r.steadyCPU, len(r.steady)), cpuTarget(r.steadyCPU, len(r.steady)), "")
+	row(fmt.Sprintf("router CPU while idle (%v without events)", o.idle), fmt.Sprintf("%.2f s", r.idleCPU.Seconds()), "", "")
+	row("router CPU per 1,000 events, burst", cpuPer1000(r.burstCPU, len(r.burstLat)), cpuTarget(r.burstCPU, len(r.burstLat)), "")
+	row("bench process CPU during the burst (simulator, clients)", fmt.Sprintf("%.2f s", r.benchCPU.Seconds()), "", "")
+	row("router RSS when /readyz first answered 200 (RssAnon + RssFile)", rss(r.memReady), "", "")
+	row("router RSS after the run (VmRSS = RssAnon + RssFile)", rss(r.mem), verdict("≤ 25 MB", r.mem.rss*1024 <= 25e6, ""), "43 MB")
+	row("router peak RSS (VmHWM)", mb(r.mem.hwm), verdict("≤ 25 MB", r.mem.hwm*1024 <= 25e6, ""), "")
+	order := fmt.Sprintf("kept over %d VMs", r.orderVMs)
+	if r.outOfOrder > 0 {
+		order = fmt.Sprintf("%d events out of order", r.outOfOrder)
+	}
+	row("order per VM", order, "kept", "")
+	row("events delivered twice", strconv.Itoa(r.dups), "0", "")
+	row("SIGTERM to exit", fmt.Sprintf("%s (exit code %d)", dur(r.shutdown), r.exitCode), atMost(r.shutdown, 15*time.Second, "15 s"), "")
+	w.WriteString("\n" + method)
+	return w.String()
+}
+
+// method is printed under every report: how to read the figures.
+const method = `Method: the bench runs govmomi's simulator (VPX model, TLS on 127.0.0.1) in its own
+process and the router binary as a child process following it as an external vCenter
+(vmware_vcenter stream, insecure TLS). Events are VmPoweredOnEvents posted with
+EventManager.PostEvent, round robin over the simulator's VMs; the simulator stamps CreatedTime.
+Latency is CreatedTime to the moment the bench reads the event (a line on the router's stdout, or
+the request arriving at the OpenFaaS function): one machine, one clock. Start: the router is
+spawned, /readyz is polled every 5 ms, and from the moment it answers 200 an event is posted
+every 5 ms until one arrives. Steady: events at -rate for -duration. Idle: one event after -idle
+without events. Burst: -burst events posted by 2 concurrent clients. CPU is utime+stime of the
+router from /proc/PID/stat around each phase (10 ms resolution); memory is VmRSS (split into
+RssAnon, the router's own memory, and RssFile, pages of the mapped binary) and VmHWM of
+/proc/PID/status when ready and at the end. The simulator releases WaitForUpdatesEx results on a 20 ms tick, so
+latency has a floor of 0-20 ms (10 ms on average) however fast the router is. The bench and the
+simulator share the machine's CPUs with the router.
+`
+
+func dur(d time.Duration) string {
+	if d < time.Second {
+		return fmt.Sprintf("%.1f ms", float64(d)/float64(time.Millisecond))
+	}
+	return fmt.Sprintf("%.2f s", d.Seconds())
+}
+
+func rate(r float64) string { return fmt.Sprintf("%.0f events/s", r) }
+
+func mb(kb int64) string { return fmt.Sprintf("%.1f MB", float64(kb)*1024/1e6) }
+
+func rss(s procStat) string {
+	return fmt.Sprintf("%s (%s + %s)", mb(s.rss), mb(s.anon), mb(s.fileRSS))
+}
+
+func cpuPer1000(cpu time.Duration, n int) string {
+	return fmt.Sprintf("%.3f s", cpu.Seconds()*1000/float64(max(n, 1)))
+}
+
+func cpuTarget(cpu time.Duration, n int) string {
+	per := cpu.Seconds() * 1000 / float64(max(n, 1))
+	return verdict("≤ 0.3 s", per <= 0.3, fmt.Sprintf("%.3f s", per-0.3))
+}
+
+// atMost judges d against limit, which reads as name.
+func atMost(d, limit time.Duration, name string) string {
+	return verdict("≤ "+name, d <= limit, dur(d-limit))
+}
+
+func verdict(target string, met bool, by string) string {
+	switch {
+	case met:
+		return target + ": met"
+	case by != "":
+		return target + ": missed by " + by
+	}
+	return target + ": missed"
+}
