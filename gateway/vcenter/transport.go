@@ -105,6 +105,11 @@ func (t *directTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if ctxErr := ctx.Err(); ctxErr != nil {
 			return nil, errors.Join(ctxErr, err)
 		}
+		// The socket deadline is the context's: it can fire a moment
+		// before the context's own timer marks it done.
+		if deadline, ok := ctx.Deadline(); ok && !time.Now().Before(deadline) {
+			return nil, errors.Join(context.DeadlineExceeded, err)
+		}
 		return nil, err
 	}
 	if err := req.Write(dc.bw); err != nil {
