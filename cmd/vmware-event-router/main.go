@@ -84,6 +84,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return filterCommand(args[1:], os.Stdin, stdout, stderr)
 		case "replay":
 			return replayCommand(ctx, args[1:], stdout, stderr)
+		case "check":
+			return checkCommand(args[1:], stdout, stderr)
 		}
 	}
 	fs := flag.NewFlagSet("vmware-event-router", flag.ContinueOnError)
@@ -96,7 +98,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fs.PrintDefaults()
 		fmt.Fprintf(stderr, "\nVerbs:\n  version                                  print commit and version\n"+
 			"  filter -wasm FILE [-filter-config S] [EVENTS.jsonl]  run one filter module over events\n"+
-			"  replay -config FILE DEADLETTER.jsonl     send dead letters back to the processor\n")
+			"  replay -config FILE DEADLETTER.jsonl     send dead letters back to the processor\n"+
+			"  check -config FILE [-offline]            validate a configuration file and exit\n")
 		fmt.Fprintf(stderr, "\ncommit: %s\nversion: %s\n", c, v)
 	}
 	if err := fs.Parse(args); err != nil {

@@ -244,3 +244,29 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestParseOffline(t *testing.T) {
+	data := entries(t, func([]map[string]any) {})
+	var es []map[string]any
+	_ = json.Unmarshal(data, &es)
+	es[0]["options"] = map[string]any{"ca_file": "/etc/vmware-event-router/vcenter-ca.pem"}
+	es = append(es,
+		map[string]any{"type": "filter", "provider": "wasm", "address": "/etc/vmware-event-router/filters"},
+		map[string]any{"type": "internal", "provider": "state", "address": "/var/lib/vmware-event-router"})
+	data, _ = json.Marshal(es)
+	if _, err := Parse("pod.json", data); err == nil {
+		t.Fatal("Parse accepted paths that do not exist here")
+	}
+	cfg, err := ParseOffline("pod.json", data)
+	if err != nil {
+		t.Fatalf("ParseOffline: %v", err)
+	}
+	if cfg.State.Dir != "/var/lib/vmware-event-router" || len(cfg.Filters) != 1 || cfg.VCenter.CAFile == "" {
+		t.Errorf("offline config: %+v", cfg)
+	}
+	es[1]["auth"] = map[string]any{"method": "basic"}
+	data, _ = json.Marshal(es)
+	if _, err := ParseOffline("pod.json", data); err == nil || !strings.Contains(err.Error(), "auth.method") {
+		t.Errorf("ParseOffline skipped a value check: %v", err)
+	}
+}

@@ -69,6 +69,18 @@ func Load(path string) (*Config, error) {
 // Parse decodes and validates a configuration file's content; name is used
 // in messages. It never panics.
 func Parse(name string, data []byte) (cfg *Config, err error) {
+	return parse(name, data, false)
+}
+
+// ParseOffline is Parse without the checks that files and directories named
+// by the configuration exist (filter and state addresses, ca_file,
+// tls_*_file): it validates a file meant for another machine, such as a
+// pod's, where those paths are mounted.
+func ParseOffline(name string, data []byte) (*Config, error) {
+	return parse(name, data, true)
+}
+
+func parse(name string, data []byte, offline bool) (cfg *Config, err error) {
 	defer func() {
 		// Parse is a parser of untrusted input: nothing in it should panic,
 		// and if a dependency ever does, the user still gets a message.
@@ -80,7 +92,7 @@ func Parse(name string, data []byte) (cfg *Config, err error) {
 	if perr != nil {
 		return nil, perr
 	}
-	v := validator{file: name, cfg: &Config{File: name}}
+	v := validator{file: name, cfg: &Config{File: name}, offline: offline}
 	v.entries(entries)
 	if len(v.problems) > 0 {
 		// Maps have no order; problems do, so messages are stable: by
@@ -176,6 +188,7 @@ func jsonKind(v any) string {
 }
 
 type validator struct {
+	offline  bool // skip checks of the local file system
 	file     string
 	cfg      *Config
 	problems Problems
@@ -586,6 +599,9 @@ func (e *entryCtx) fileOption(key string) string {
 	if s == "" {
 		return ""
 	}
+	if e.v.offline {
+		return s
+	}
 	if _, err := os.Stat(s); err != nil {
 		e.problem("options."+key, "cannot read %q: %v", s, errors.Unwrap(err))
 	}
@@ -680,6 +696,8 @@ func wasmEntry(e *entryCtx) {
 	e.auth([]string{"", "none"}, nil)
 	if e.address == "" {
 		e.problem("address", "required field is missing (a .wasm or .wasm.gz file, or a directory of them)")
+	} else if e.v.offline {
+		// checked where the file system is
 	} else if fi, err := os.Stat(e.address); err != nil {
 		e.problem("address", "cannot read %q: %v", e.address, errors.Unwrap(err))
 	} else if !fi.IsDir() && !strings.HasSuffix(e.address, ".wasm") && !strings.HasSuffix(e.address, ".wasm.gz") {
@@ -734,6 +752,8 @@ func stateEntry(e *entryCtx) {
 	e.auth([]string{"", "none"}, nil)
 	if e.address == "" {
 		e.problem("address", "required field is missing (a writable directory, e.g. /var/lib/vmware-event-router)")
+	} else if e.v.offline {
+		// checked where the file system is
 	} else if fi, err := os.Stat(e.address); err != nil {
 		e.problem("address", "cannot use %q: %v", e.address, errors.Unwrap(err))
 	} else if !fi.IsDir() {
