@@ -13,39 +13,29 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/vmware-samples/vmware-event-router/internal/testutil"
 	"github.com/vmware-samples/vmware-event-router/internal/vcsimtest"
 )
 
 // syncBuffer is a bytes.Buffer safe for the daemon writing and the test
 // reading at once.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
+type syncBuffer = testutil.SyncBuffer
 
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// coreDaemon is run() in a goroutine.
+// coreDaemon is run() in a goroutine, the one daemon harness of this
+// package's tests.
 type coreDaemon struct {
 	stdout, stderr syncBuffer
 	metrics        string // http://127.0.0.1:PORT
-	cancel         context.CancelFunc
-	done           chan int
+	// metricsUser and metricsPassword are the metrics server's basic_auth
+	// credentials, if it has any: metric sends them, get does not.
+	metricsUser, metricsPassword string
+	cancel                       context.CancelFunc
+	done                         chan int
 }
 
 // freeAddr returns a loopback address nobody listens on right now.
@@ -66,8 +56,14 @@ func writeConfig(t testing.TB, entries ...map[string]any) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return writeConfigText(t, string(data))
+}
+
+// writeConfigText writes a config file as is and returns its path.
+func writeConfigText(t testing.TB, config string) string {
+	t.Helper()
 	p := filepath.Join(t.TempDir(), "config.json")
-	if err := os.WriteFile(p, data, 0o600); err != nil {
+	if err := os.WriteFile(p, []byte(config), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return p
@@ -81,24 +77,55 @@ var stdoutEntry = map[string]any{"type": "processor", "provider": "stdout"}
 
 // startCore runs the daemon with entries plus a metrics entry on a free
 // port. It is stopped (and must exit 0) at the end of the test.
-func startCore(t *testing.T, entries ...map[string]any) *coreDaemon {
+func startCore(t testing.TB, entries ...map[string]any) *coreDaemon {
 	t.Helper()
-	addr := freeAddr(t)
-	path := writeConfig(t, append(entries, metricsEntry(addr))...)
+	return startDaemon(t, writeConfig(t, append(entries, metricsEntry("127.0.0.1:0"))...), "-verbose")
+}
+
+// startDaemon runs the daemon with the config file at path and args, and
+// waits for its metrics server (the config's metrics entry may listen on
+// port 0: the address is read from the start-up log line). It is stopped
+// (and must exit 0) at the end of the test.
+func startDaemon(t testing.TB, path string, args ...string) *coreDaemon {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	d := &coreDaemon{metrics: "http://" + addr, cancel: cancel, done: make(chan int, 1)}
-	go func() { d.done <- run(ctx, []string{"-config", path, "-verbose"}, &d.stdout, &d.stderr) }()
+	d := &coreDaemon{cancel: cancel, done: make(chan int, 1)}
+	go func() { d.done <- run(ctx, append([]string{"-config", path}, args...), &d.stdout, &d.stderr) }()
 	t.Cleanup(func() {
 		if code := d.stop(t); code != 0 {
 			t.Errorf("daemon exited %d; log:\n%s", code, tail(d.stderr.String(), 4000))
+		} else if t.Failed() {
+			t.Logf("daemon log:\n%s", tail(d.stderr.String(), 4000))
 		}
+	})
+	d.eventually(t, 30*time.Second, "the metrics server", func() bool {
+		if m := metricsAddrLog.FindStringSubmatch(d.stderr.String()); m != nil {
+			d.metrics = m[1]
+			return true
+		}
+		return false
 	})
 	return d
 }
 
+// metricsAddrLog finds the metrics server's address in the start-up log.
+var metricsAddrLog = regexp.MustCompile(`metrics=(http://[0-9.:]+)`)
+
+// runToExit runs the daemon with the config file at path until it exits
+// by itself (a start-up failure) or within passes, and returns its exit
+// code and log.
+func runToExit(t testing.TB, path string, within time.Duration) (int, string) {
+	t.Helper()
+	var stderr syncBuffer
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	code := run(ctx, []string{"-config", path}, io.Discard, &stderr)
+	return code, stderr.String()
+}
+
 // stop cancels the daemon (as SIGTERM does) and returns its exit code; it
 // must exit within the 15 s the CLI promises.
-func (d *coreDaemon) stop(t *testing.T) int {
+func (d *coreDaemon) stop(t testing.TB) int {
 	t.Helper()
 	d.cancel()
 	select {
@@ -109,6 +136,82 @@ func (d *coreDaemon) stop(t *testing.T) int {
 		t.Fatalf("daemon did not exit within %s of shutdown", shutdownLimit)
 		return -1
 	}
+}
+
+// eventually polls cond until it holds, failing the test (with the log) if
+// the deadline passes or the daemon exits first.
+func (d *coreDaemon) eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		select {
+		case code := <-d.done:
+			d.done <- code
+			t.Fatalf("daemon exited with %d while waiting for %s; log:\n%s", code, what, tail(d.stderr.String(), 4000))
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s; daemon log:\n%s", within, what, tail(d.stderr.String(), 4000))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// get fetches a path of the metrics server without credentials, as a
+// probe does.
+func (d *coreDaemon) get(t testing.TB, path string) (int, string) {
+	t.Helper()
+	return httpGet(t, d.metrics+path)
+}
+
+// waitReady waits for /readyz 200.
+func (d *coreDaemon) waitReady(t testing.TB) {
+	t.Helper()
+	d.eventually(t, 60*time.Second, "/readyz 200", func() bool {
+		code, _ := d.get(t, "/readyz")
+		return code == http.StatusOK
+	})
+}
+
+// alive fails the test if run() has returned or /livez does not answer 200.
+func (d *coreDaemon) alive(t testing.TB) {
+	t.Helper()
+	select {
+	case code := <-d.done:
+		d.done <- code
+		t.Fatalf("daemon exited with %d:\n%s", code, tail(d.stderr.String(), 4000))
+	default:
+	}
+	if code, _ := d.get(t, "/livez"); code != http.StatusOK {
+		t.Fatalf("/livez answered %d", code)
+	}
+}
+
+// metric returns the value of the series (name{labels}) in /metrics
+// (fetched with the metrics credentials, if any), 0 when absent.
+func (d *coreDaemon) metric(t testing.TB, series string) float64 {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, d.metrics+"/metrics", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.metricsUser != "" {
+		req.SetBasicAuth(d.metricsUser, d.metricsPassword)
+	}
+	code, body := httpDo(req)
+	if code != http.StatusOK {
+		t.Fatalf("/metrics answered %d: %s", code, tail(body, 500))
+	}
+	for line := range strings.SplitSeq(body, "\n") {
+		if rest, ok := strings.CutPrefix(line, series+" "); ok {
+			var v float64
+			if _, err := fmt.Sscan(rest, &v); err != nil {
+				t.Fatalf("/metrics: %q: %v", line, err)
+			}
+			return v
+		}
+	}
+	return 0
 }
 
 func tail(s string, n int) string {
@@ -171,9 +274,18 @@ func waitMessages(t *testing.T, d *coreDaemon, prefix string, n int, timeout tim
 	}
 }
 
-func httpGet(t *testing.T, url string) (int, string) {
+func httpGet(t testing.TB, url string) (int, string) {
 	t.Helper()
-	resp, err := http.Get(url)
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return httpDo(req)
+}
+
+// httpDo sends req; a transport error is status 0 with the error as body.
+func httpDo(req *http.Request) (int, string) {
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return 0, err.Error()
 	}
@@ -188,23 +300,14 @@ func httpGet(t *testing.T, url string) (int, string) {
 func TestDaemonSurvivesVCenterRestart(t *testing.T) {
 	sim := vcsimtest.Start(t)
 	d := startCore(t, sim.Config(), stdoutEntry)
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		if code, _ := httpGet(t, d.metrics+"/readyz"); code == 200 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("never ready; log:\n%s", tail(d.stderr.String(), 4000))
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	d.waitReady(t)
 	sim.PostEx("before", 0, 50)
 	waitMessages(t, d, "before", 50, 20*time.Second)
 
 	sim.Stop()
 	sim.PostEx("during", 0, 30)
 	// While vCenter is down the daemon reports it on /readyz and stays up.
-	deadline = time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		code, body := httpGet(t, d.metrics+"/readyz")
 		if code == 503 && strings.Contains(body, "stream") {

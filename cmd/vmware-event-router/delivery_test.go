@@ -30,7 +30,7 @@ var (
 )
 
 // routerBinary builds the daemon once per test run.
-func routerBinary(t *testing.T) string {
+func routerBinary(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "evr-bin-")
@@ -75,7 +75,7 @@ func readEvents(t *testing.T, data []byte, prefix string) []lineEvent {
 }
 
 // startProcess runs the daemon binary with stdout to a file.
-func startProcess(t *testing.T, config, out string) *exec.Cmd {
+func startProcess(t testing.TB, config, out string) *exec.Cmd {
 	t.Helper()
 	f, err := os.Create(out)
 	if err != nil {
@@ -100,7 +100,7 @@ func startProcess(t *testing.T, config, out string) *exec.Cmd {
 	return cmd
 }
 
-func waitReady(t *testing.T, metricsURL string) {
+func waitReady(t testing.TB, metricsURL string) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {

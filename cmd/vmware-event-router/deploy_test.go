@@ -10,30 +10,21 @@ package main
 // simulator at shutdown, which -race reports.)
 
 import (
-	"bytes"
-	"context"
-	"crypto/tls"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/vmware/govmomi"
-	"github.com/vmware/govmomi/event"
-	"github.com/vmware/govmomi/simulator"
-
-	"github.com/vmware-samples/vmware-event-router/internal/vcsimfix"
 	"github.com/vmware/govmomi/vim25/types"
 	appsv1 "k8s.io/api/apps/v1"
 	"sigs.k8s.io/yaml"
+
+	"github.com/vmware-samples/vmware-event-router/internal/vcsimtest"
 )
 
 const (
@@ -47,72 +38,23 @@ const dpWAT = `(module
   (func (export "evr_abi_version_1"))
   (func (export "evr_filter") (param i32) (result i32) (i32.const %d)))`
 
-type dpBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *dpBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *dpBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
-type dpDaemon struct {
-	stderr  *dpBuffer
-	done    chan int
-	metrics string
-}
-
-var dpMetricsAddr = regexp.MustCompile(`metrics=(http://[0-9.:]+)`)
-
-// dpSim is an in-process vCenter (govmomi simulator) and a client that
-// posts events to it.
-type dpSim struct {
-	addr string // https://127.0.0.1:PORT/sdk
-	em   *event.Manager
-}
-
-func dpStartSim(t *testing.T) *dpSim {
+// dpStartSim is an in-process vCenter that accepts the example's
+// credentials.
+func dpStartSim(t *testing.T) *vcsimtest.Sim {
 	t.Helper()
-	model := simulator.VPX()
-	if err := model.Create(); err != nil {
-		t.Fatalf("simulator: %v", err)
-	}
-	model.Service.TLS = new(tls.Config)
-	vcsimfix.SerializeCollectorDestroy(model)
-	srv := model.Service.NewServer()
-	t.Cleanup(func() { srv.Close(); model.Remove() })
-	c, err := govmomi.NewClient(context.Background(), srv.URL, true)
-	if err != nil {
-		t.Fatalf("simulator client: %v", err)
-	}
-	t.Cleanup(func() { _ = c.Logout(context.Background()) })
-	u := *srv.URL
-	u.User = nil
-	return &dpSim{addr: u.String(), em: event.NewManager(c.Client)}
+	return vcsimtest.StartWith(t, vcsimtest.Options{AnyLogin: true})
 }
 
-// post posts one event.
-func (s *dpSim) post(t *testing.T) {
-	t.Helper()
-	ev := &types.GeneralUserEvent{GeneralEvent: types.GeneralEvent{Message: "deploy test"}}
-	if err := s.em.PostEvent(context.Background(), ev); err != nil {
-		t.Fatalf("PostEvent: %v", err)
-	}
+// dpPost posts one event.
+func dpPost(sim *vcsimtest.Sim) {
+	sim.Post(&types.GeneralUserEvent{GeneralEvent: types.GeneralEvent{Message: "deploy test"}})
 }
 
 // dpConfig is deploy/'s OpenFaaS example with the vCenter entry pointed at
 // sim, the processor replaced by stdout, the filter and state entries
 // pointed at filtersDir and stateDir, and the metrics server on a free
 // loopback port behind basic_auth.
-func dpConfig(t *testing.T, sim *dpSim, filtersDir, stateDir string) string {
+func dpConfig(t *testing.T, sim *vcsimtest.Sim, filtersDir, stateDir string) string {
 	t.Helper()
 	data, err := os.ReadFile(dpExampleConfig)
 	if err != nil {
@@ -130,7 +72,7 @@ func dpConfig(t *testing.T, sim *dpSim, filtersDir, stateDir string) string {
 		case "stream/vmware_vcenter":
 			// The example's entry as is ("insecure": "true" lets it accept
 			// the simulator's certificate), but for where it points.
-			e["address"] = sim.addr
+			e["address"] = sim.URL
 		case "processor/openfaas":
 			entries[i] = map[string]any{"type": "processor", "provider": "stdout"}
 		case "filter/wasm":
@@ -156,88 +98,13 @@ func dpConfig(t *testing.T, sim *dpSim, filtersDir, stateDir string) string {
 	return string(out)
 }
 
-func dpRun(t *testing.T, cfg string) *dpDaemon {
+// dpRun starts the daemon with cfg and waits for its metrics server, whose
+// basic_auth credentials (dpConfig's) metric sends.
+func dpRun(t *testing.T, cfg string) *coreDaemon {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "event-router-config.json")
-	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	d := &dpDaemon{stderr: &dpBuffer{}, done: make(chan int, 1)}
-	go func() { d.done <- run(ctx, []string{"-config", path}, io.Discard, d.stderr) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case code := <-d.done:
-			if code != 0 {
-				t.Errorf("daemon exited with %d after cancellation:\n%s", code, d.stderr)
-			}
-		case <-time.After(20 * time.Second):
-			t.Error("daemon did not exit within 20s of cancellation")
-		}
-	})
-	dpEventually(t, d, 20*time.Second, "the metrics server", func() bool {
-		m := dpMetricsAddr.FindStringSubmatch(d.stderr.String())
-		if m != nil {
-			d.metrics = m[1]
-		}
-		return m != nil
-	})
+	d := startDaemon(t, writeConfigText(t, cfg))
+	d.metricsUser, d.metricsPassword = "admin", "probe-test"
 	return d
-}
-
-// get fetches a path of the metrics server, without credentials unless
-// auth is set.
-func (d *dpDaemon) get(t *testing.T, path string, auth bool) (int, string) {
-	t.Helper()
-	req, err := http.NewRequest(http.MethodGet, d.metrics+path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if auth {
-		req.SetBasicAuth("admin", "probe-test")
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, err.Error()
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
-}
-
-// metric returns the value of the series (name{labels}) in /metrics; 0 when
-// absent.
-func (d *dpDaemon) metric(t *testing.T, series string) float64 {
-	t.Helper()
-	_, body := d.get(t, "/metrics", true)
-	for line := range strings.SplitSeq(body, "\n") {
-		if rest, ok := strings.CutPrefix(line, series+" "); ok {
-			var v float64
-			if _, err := fmt.Sscan(rest, &v); err != nil {
-				t.Fatalf("/metrics: %q: %v", line, err)
-			}
-			return v
-		}
-	}
-	return 0
-}
-
-func dpEventually(t *testing.T, d *dpDaemon, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		select {
-		case code := <-d.done:
-			d.done <- code
-			t.Fatalf("daemon exited with %d while waiting for %s:\n%s", code, what, d.stderr)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s; daemon log:\n%s", within, what, d.stderr)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // kubeletVolume writes files into dir the way the kubelet's atomic writer
@@ -342,10 +209,10 @@ func TestDeployProbes(t *testing.T) {
 
 	d := dpRun(t, dpConfig(t, dpStartSim(t), t.TempDir(), t.TempDir()))
 
-	if code, _ := d.get(t, "/metrics", false); code != http.StatusUnauthorized {
+	if code, _ := d.get(t, "/metrics"); code != http.StatusUnauthorized {
 		t.Fatalf("/metrics without credentials answered %d, want 401 (basic_auth is on)", code)
 	}
-	if code, _ := d.get(t, "/no-such-probe", false); code == http.StatusOK {
+	if code, _ := d.get(t, "/no-such-probe"); code == http.StatusOK {
 		t.Fatalf("/no-such-probe answered 200: the probe checks below would prove nothing")
 	}
 	for _, p := range []struct {
@@ -358,8 +225,8 @@ func TestDeployProbes(t *testing.T) {
 	} {
 		t.Run(p.name, func(t *testing.T) {
 			// Readiness waits for the stream to connect.
-			dpEventually(t, d, 30*time.Second, p.path+" 200", func() bool {
-				code, _ := d.get(t, p.path, false)
+			d.eventually(t, 30*time.Second, p.path+" 200", func() bool {
+				code, _ := d.get(t, p.path)
 				return code == http.StatusOK
 			})
 		})
@@ -383,34 +250,34 @@ func TestDeployFilterReloadFromConfigMap(t *testing.T) {
 	}
 	// Every poll posts an event, so there is always one to filter. All
 	// posting happens here, before the daemon stops (see the file comment).
-	dpEventually(t, d, 30*time.Second, "drop verdicts from the first module", func() bool {
-		sim.post(t)
+	d.eventually(t, 30*time.Second, "drop verdicts from the first module", func() bool {
+		dpPost(sim)
 		return d.metric(t, verdict("drop")) > 0
 	})
 
 	vol.write(t, map[string][]byte{name: dpWasm(t, 0)}) // pass everything
-	dpEventually(t, d, 30*time.Second, `eventrouter_filter_reloads_total{result="ok"} 1`, func() bool {
+	d.eventually(t, 30*time.Second, `eventrouter_filter_reloads_total{result="ok"} 1`, func() bool {
 		return d.metric(t, `eventrouter_filter_reloads_total{result="ok"}`) >= 1
 	})
-	dpEventually(t, d, 30*time.Second, "pass verdicts from the new module", func() bool {
-		sim.post(t)
+	d.eventually(t, 30*time.Second, "pass verdicts from the new module", func() bool {
+		dpPost(sim)
 		return d.metric(t, verdict("pass")) > 0
 	})
 	if !strings.Contains(d.stderr.String(), "filters reloaded") {
-		t.Errorf(`the log does not say "filters reloaded" (the README tells users to look for it):\n%s`, d.stderr)
+		t.Errorf(`the log does not say "filters reloaded" (the README tells users to look for it):\n%s`, d.stderr.String())
 	}
 
 	// A module that does not load keeps the running chain.
 	vol.write(t, map[string][]byte{name: []byte("not wasm")})
-	dpEventually(t, d, 30*time.Second, `eventrouter_filter_reloads_total{result="failed"} 1`, func() bool {
+	d.eventually(t, 30*time.Second, `eventrouter_filter_reloads_total{result="failed"} 1`, func() bool {
 		return d.metric(t, `eventrouter_filter_reloads_total{result="failed"}`) >= 1
 	})
 	before := d.metric(t, verdict("pass"))
-	dpEventually(t, d, 30*time.Second, "pass verdicts after the failed reload", func() bool {
-		sim.post(t)
+	d.eventually(t, 30*time.Second, "pass verdicts after the failed reload", func() bool {
+		dpPost(sim)
 		return d.metric(t, verdict("pass")) > before
 	})
-	if code, _ := d.get(t, "/livez", false); code != http.StatusOK {
+	if code, _ := d.get(t, "/livez"); code != http.StatusOK {
 		t.Errorf("/livez answered %d after a failed reload", code)
 	}
 }

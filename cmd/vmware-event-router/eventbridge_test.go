@@ -7,14 +7,10 @@ package main
 // are prefixed "eb" to stay clear of other topics' test files.
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
-	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -83,108 +79,12 @@ func ebConfig(t testing.TB, sim *vcsimtest.Sim, processor string) string {
 		stream, processor)
 }
 
-type ebBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (b *ebBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *ebBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
-type ebDaemon struct {
-	stderr  *ebBuffer
-	done    chan int
-	metrics string
-}
-
-var ebMetricsAddr = regexp.MustCompile(`metrics=(http://[0-9.:]+)`)
-
 // ebRun starts run() with config and waits for /readyz.
-func ebRun(t testing.TB, config string, args ...string) *ebDaemon {
+func ebRun(t testing.TB, config string) *coreDaemon {
 	t.Helper()
-	d := ebStart(t, config, args...)
-	ebEventually(t, d, "/readyz 200", func() bool { code, _ := d.get("/readyz"); return code == http.StatusOK })
+	d := startDaemon(t, writeConfigText(t, config))
+	d.waitReady(t)
 	return d
-}
-
-// ebStart starts run() with config and waits for its metrics server.
-func ebStart(t testing.TB, config string, args ...string) *ebDaemon {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "config.json")
-	if err := os.WriteFile(path, []byte(config), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	d := &ebDaemon{stderr: &ebBuffer{}, done: make(chan int, 1)}
-	go func() { d.done <- run(ctx, append([]string{"-config", path}, args...), io.Discard, d.stderr) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-d.done:
-		case <-time.After(20 * time.Second):
-			t.Error("daemon did not exit within 20s of cancellation")
-		}
-		if t.Failed() {
-			t.Logf("daemon log:\n%s", d.stderr)
-		}
-	})
-	ebEventually(t, d, "the metrics server", func() bool {
-		if m := ebMetricsAddr.FindStringSubmatch(d.stderr.String()); m != nil {
-			d.metrics = m[1]
-			return true
-		}
-		return false
-	})
-	return d
-}
-
-func (d *ebDaemon) get(path string) (int, string) {
-	resp, err := http.Get(d.metrics + path)
-	if err != nil {
-		return 0, err.Error()
-	}
-	defer func() { _ = resp.Body.Close() }()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
-}
-
-// metric returns the sample "series value" of /metrics, 0 when absent.
-func (d *ebDaemon) metric(series string) float64 {
-	_, body := d.get("/metrics")
-	for line := range strings.SplitSeq(body, "\n") {
-		if rest, ok := strings.CutPrefix(line, series+" "); ok {
-			var v float64
-			_, _ = fmt.Sscan(rest, &v)
-			return v
-		}
-	}
-	return 0
-}
-
-func ebEventually(t testing.TB, d *ebDaemon, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for !cond() {
-		select {
-		case code := <-d.done:
-			d.done <- code
-			t.Fatalf("daemon exited with %d while waiting for %s:\n%s", code, what, d.stderr)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond) // polling with a deadline
-	}
 }
 
 const (
@@ -195,10 +95,10 @@ const (
 // ebSettle waits until n events have been delivered to bus and nothing is
 // left in its queue, so that whatever else the router would have put is
 // on the bus by then.
-func ebSettle(t testing.TB, d *ebDaemon, bus string, n int) {
+func ebSettle(t testing.TB, d *coreDaemon, bus string, n int) {
 	t.Helper()
-	ebEventually(t, d, fmt.Sprintf("%d deliveries and an empty queue", n), func() bool {
-		return d.metric(fmt.Sprintf(ebDelivered, bus)) >= float64(n) && d.metric(fmt.Sprintf(ebDepth, bus)) == 0
+	d.eventually(t, 60*time.Second, fmt.Sprintf("%d deliveries and an empty queue", n), func() bool {
+		return d.metric(t, fmt.Sprintf(ebDelivered, bus)) >= float64(n) && d.metric(t, fmt.Sprintf(ebDepth, bus)) == 0
 	})
 }
 
@@ -326,10 +226,10 @@ func TestEventBridgeSpecExample(t *testing.T) {
 			t.Errorf("envelope source %q region %q", e.Source, e.Region)
 		}
 	}
-	if n := d.metric(`eventrouter_eventbridge_rule_syncs_total{result="ok"}`); n < 1 {
+	if n := d.metric(t, `eventrouter_eventbridge_rule_syncs_total{result="ok"}`); n < 1 {
 		t.Errorf("rule syncs ok = %v", n)
 	}
-	_, stats := d.get("/stats")
+	_, stats := d.get(t, "/stats")
 	var s struct {
 		Stats map[string]struct {
 			Name        string           `json:"name"`
@@ -376,14 +276,14 @@ func TestEventBridgeBatchesAndResync(t *testing.T) {
 		}
 		aws.rule.Drain(t)
 	}
-	calls := d.metric("eventrouter_eventbridge_batch_entries_count")
-	within10 := d.metric(`eventrouter_eventbridge_batch_entries_bucket{le="10"}`)
-	entries := d.metric("eventrouter_eventbridge_batch_entries_sum")
+	calls := d.metric(t, "eventrouter_eventbridge_batch_entries_count")
+	within10 := d.metric(t, `eventrouter_eventbridge_batch_entries_bucket{le="10"}`)
+	entries := d.metric(t, "eventrouter_eventbridge_batch_entries_sum")
 	if calls == 0 || within10 != calls || entries != float64(total) {
 		t.Errorf("%v PutEvents calls, %v of them with at most 10 entries, %v entries in all; want all within 10 and %d entries",
 			calls, within10, entries, total)
 	}
-	if failed := d.metric(`eventrouter_eventbridge_failed_entries_total{code="other"}`); failed != 0 {
+	if failed := d.metric(t, `eventrouter_eventbridge_failed_entries_total{code="other"}`); failed != 0 {
 		t.Errorf("%v entries failed", failed)
 	}
 	t.Logf("%d events in %v PutEvents calls (%.1f entries per call)", total, calls, entries/calls)
@@ -391,8 +291,8 @@ func TestEventBridgeBatchesAndResync(t *testing.T) {
 	// Change the rule; once two resyncs have passed, the new pattern rules.
 	aws.srv.PutRule(t, "vsphere", "vmware-event-router", `{"detail":{"subject":["VmPoweredOffEvent"]}}`)
 	syncs := `eventrouter_eventbridge_rule_syncs_total{result="ok"}`
-	n0 := d.metric(syncs)
-	ebEventually(t, d, "two resyncs after the change", func() bool { return d.metric(syncs) >= n0+2 })
+	n0 := d.metric(t, syncs)
+	d.eventually(t, 60*time.Second, "two resyncs after the change", func() bool { return d.metric(t, syncs) >= n0+2 })
 	sim.Post(ebVMEvent("VmPoweredOnEvent", "after-change"))
 	sim.Post(ebVMEvent("VmPoweredOffEvent", "after-change"))
 	ebSettle(t, d, "vsphere", total+1)
@@ -420,13 +320,13 @@ func TestEventBridgeOutageLosesNothing(t *testing.T) {
 	  "auth": {"method": "access_key", "secret": {"aws_access_key_id": "AKID", "aws_secret_access_key": "secret"}},
 	  "options": {"aws_region": %q, "aws_eventbridge_event_bus": "vsphere", "aws_eventbridge_rule_arn": %q,
 	    "endpoint": %q, "resync_interval": "100ms"}}`, mototest.Region, aws.arn, proxy.URL)
-	d := ebStart(t, ebConfig(t, sim, entry))
-	ebEventually(t, d, "/readyz 503 naming the rule", func() bool {
-		code, body := d.get("/readyz")
+	d := startDaemon(t, writeConfigText(t, ebConfig(t, sim, entry)))
+	d.eventually(t, 60*time.Second, "/readyz 503 naming the rule", func() bool {
+		code, body := d.get(t, "/readyz")
 		return code == http.StatusServiceUnavailable && strings.Contains(body, aws.arn)
 	})
 	proxy.Up()
-	ebEventually(t, d, "/readyz 200 once AWS answers", func() bool { code, _ := d.get("/readyz"); return code == http.StatusOK })
+	d.eventually(t, 60*time.Second, "/readyz 200 once AWS answers", func() bool { code, _ := d.get(t, "/readyz"); return code == http.StatusOK })
 
 	sim.Post(ebVMEvent("VmPoweredOnEvent", "before"))
 	ebSettle(t, d, "vsphere", 1)
@@ -434,7 +334,7 @@ func TestEventBridgeOutageLosesNothing(t *testing.T) {
 
 	proxy.Down()
 	failedSyncs := `eventrouter_eventbridge_rule_syncs_total{result="failed"}`
-	f0 := d.metric(failedSyncs)
+	f0 := d.metric(t, failedSyncs)
 	const vms, perVM = 4, 5
 	want := map[ebWant]int{}
 	for i := range vms * perVM {
@@ -445,10 +345,10 @@ func TestEventBridgeOutageLosesNothing(t *testing.T) {
 		want[ebWant{subject, vm}]++
 	}
 	held := `eventrouter_processor_deliveries_total{destination="vsphere",processor="aws_event_bridge",result="failed"}`
-	ebEventually(t, d, "deliveries held and resyncs failing", func() bool {
-		return d.metric(held) > 0 && d.metric(failedSyncs) >= f0+2
+	d.eventually(t, 60*time.Second, "deliveries held and resyncs failing", func() bool {
+		return d.metric(t, held) > 0 && d.metric(t, failedSyncs) >= f0+2
 	})
-	if code, body := d.get("/readyz"); code != http.StatusOK {
+	if code, body := d.get(t, "/readyz"); code != http.StatusOK {
 		t.Errorf("/readyz during the outage: %d %s (readiness does not follow AWS's health)", code, body)
 	}
 	if !strings.Contains(d.stderr.String(), "keeping the last good pattern") {
@@ -477,7 +377,7 @@ func TestEventBridgeOutageLosesNothing(t *testing.T) {
 		`eventrouter_processor_deliveries_total{destination="vsphere",processor="aws_event_bridge",result="retry"}`,
 		`eventrouter_processor_deliveries_total{destination="vsphere",processor="aws_event_bridge",result="dead_letter"}`,
 	} {
-		if n := d.metric(series); n != 0 {
+		if n := d.metric(t, series); n != 0 {
 			t.Errorf("%s = %v, want 0: an outage counts no attempt", series, n)
 		}
 	}
@@ -490,20 +390,13 @@ func TestEventBridgeStartErrors(t *testing.T) {
 	t.Setenv("AWS_ENDPOINT_URL", aws.srv.URL)
 	sim := vcsimtest.Start(t)
 	arn := "arn:aws:events:eu-central-1:123456789012:rule/no-such-rule"
-	path := filepath.Join(t.TempDir(), "config.json")
-	if err := os.WriteFile(path, []byte(ebConfig(t, sim, fmt.Sprintf(ebSpecEntry, arn))), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	var stderr ebBuffer
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	code := run(ctx, []string{"-config", path}, io.Discard, &stderr)
+	code, stderr := runToExit(t, writeConfigText(t, ebConfig(t, sim, fmt.Sprintf(ebSpecEntry, arn))), 60*time.Second)
 	if code == 0 {
-		t.Fatalf("run returned 0 for a missing rule:\n%s", stderr.String())
+		t.Fatalf("run returned 0 for a missing rule:\n%s", stderr)
 	}
 	for _, w := range []string{arn, `not found on event bus \"default\"`, "options.aws_eventbridge_rule_arn"} {
-		if !strings.Contains(stderr.String(), w) {
-			t.Errorf("output does not say %q:\n%s", w, stderr.String())
+		if !strings.Contains(stderr, w) {
+			t.Errorf("output does not say %q:\n%s", w, stderr)
 		}
 	}
 }
@@ -559,9 +452,9 @@ func BenchmarkEventBridgeBurst(b *testing.B) {
 			var rate, perCall, cpu, motoCPU float64
 			bursts := 0
 			for b.Loop() {
-				read0 := d.metric(events)
-				calls0 := d.metric("eventrouter_eventbridge_batch_entries_count")
-				sum0 := d.metric("eventrouter_eventbridge_batch_entries_sum")
+				read0 := d.metric(b, events)
+				calls0 := d.metric(b, "eventrouter_eventbridge_batch_entries_count")
+				sum0 := d.metric(b, "eventrouter_eventbridge_batch_entries_sum")
 				cpu0, moto0 := ebCPU(b, os.Getpid()), ebCPU(b, srv.PID())
 				start := time.Now()
 				ebPostBurst(b, sim, burst, vms, posters)
@@ -569,14 +462,14 @@ func BenchmarkEventBridgeBurst(b *testing.B) {
 					delivered += burst
 					ebSettle(b, d, "vsphere", delivered)
 				} else {
-					ebEventually(b, d, "the burst read", func() bool { return d.metric(events) >= read0+burst })
+					d.eventually(b, 60*time.Second, "the burst read", func() bool { return d.metric(b, events) >= read0+burst })
 				}
 				elapsed := time.Since(start)
 				cpu += (ebCPU(b, os.Getpid()) - cpu0).Seconds() * 1000 / (burst / 1000.0)
 				motoCPU += (ebCPU(b, srv.PID()) - moto0).Seconds() * 1000 / (burst / 1000.0)
 				rate += burst / elapsed.Seconds()
-				if calls := d.metric("eventrouter_eventbridge_batch_entries_count") - calls0; calls > 0 {
-					perCall += (d.metric("eventrouter_eventbridge_batch_entries_sum") - sum0) / calls
+				if calls := d.metric(b, "eventrouter_eventbridge_batch_entries_count") - calls0; calls > 0 {
+					perCall += (d.metric(b, "eventrouter_eventbridge_batch_entries_sum") - sum0) / calls
 				}
 				bursts++
 			}
@@ -586,7 +479,7 @@ func BenchmarkEventBridgeBurst(b *testing.B) {
 			b.ReportMetric(cpu/n, "process-cpu-ms/1000ev")
 			b.ReportMetric(motoCPU/n, "moto-cpu-ms/1000ev")
 			for _, code := range []string{"ThrottlingException", "InternalFailure", "other"} {
-				if n := d.metric(fmt.Sprintf(`eventrouter_eventbridge_failed_entries_total{code=%q}`, code)); n != 0 {
+				if n := d.metric(b, fmt.Sprintf(`eventrouter_eventbridge_failed_entries_total{code=%q}`, code)); n != 0 {
 					b.Errorf("%v entries failed with %s", n, code)
 				}
 			}

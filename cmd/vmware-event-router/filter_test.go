@@ -92,16 +92,7 @@ func TestWasmFilterEndToEnd(t *testing.T) {
 		"address": examplePath(t, "drop-powered-off", "drop-powered-off.wasm"),
 		"options": map[string]any{"timeout": "100ms", "on_error": "pass"}}
 	d := startCore(t, sim.Config(), filterEntry, stdoutEntry)
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		if code, _ := httpGet(t, d.metrics+"/readyz"); code == 200 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("never ready; log:\n%s", tail(d.stderr.String(), 4000))
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	d.waitReady(t)
 
 	ctx := context.Background()
 	finder := find.NewFinder(sim.Client())
@@ -122,7 +113,7 @@ func TestWasmFilterEndToEnd(t *testing.T) {
 		sim.Post(ev)
 	}
 
-	deadline = time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for !strings.Contains(d.stdout.String(), `"subject":"VmPoweredOnEvent"`) {
 		if time.Now().After(deadline) {
 			t.Fatalf("VmPoweredOnEvent not delivered; log:\n%s", tail(d.stderr.String(), 4000))

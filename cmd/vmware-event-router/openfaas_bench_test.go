@@ -46,11 +46,7 @@ func BenchmarkOpenFaaSBurst(b *testing.B) {
 				posters = 8
 			)
 			sim := ofStartSim(b, vms)
-			g, err := faastest.New(faastest.Options{})
-			if err != nil {
-				b.Fatal(err)
-			}
-			b.Cleanup(g.Close)
+			g := ofGateway(b)
 			f := g.Deploy("fn", "", map[string]string{"topic": "VmPoweredOnEvent"})
 			f.SetDelay(tc.delay)
 			d := ofRun(b, ofConfig(sim, g, g.Password, nil))
@@ -59,7 +55,7 @@ func BenchmarkOpenFaaSBurst(b *testing.B) {
 			var rate, lastMs, violations float64
 			bursts := 0
 			for b.Loop() {
-				base := sim.latestKey(b)
+				base := sim.LatestKey()
 				n0 := len(f.Calls())
 				if tc.backlog {
 					f.Hold()
@@ -68,9 +64,9 @@ func BenchmarkOpenFaaSBurst(b *testing.B) {
 				ofPostBurst(b, sim, burst, vms, posters)
 				posted := time.Now()
 				if tc.backlog {
-					ofEventually(b, time.Minute, "the whole burst queued in the router", func() bool {
+					d.eventually(b, time.Minute, "the whole burst queued in the router", func() bool {
 						return d.metric(b, `eventrouter_queue_depth{destination="fn",processor="openfaas"}`) >= burst
-					}, d)
+					})
 					start = time.Now()
 					f.Release()
 				}
@@ -78,7 +74,7 @@ func BenchmarkOpenFaaSBurst(b *testing.B) {
 				err := f.Wait(ctx, func(calls []faastest.Call) bool { return len(calls) >= n0+burst })
 				cancel()
 				if err != nil {
-					b.Fatalf("only %d of %d events delivered within a minute:\n%s", len(f.Calls())-n0, burst, d.stderr)
+					b.Fatalf("only %d of %d events delivered within a minute:\n%s", len(f.Calls())-n0, burst, d.stderr.String())
 				}
 				calls := f.Calls()[n0:]
 				if n := ofCount(b, calls, base); n != burst {
@@ -119,7 +115,7 @@ func ofPostBurst(b *testing.B, sim *ofSim, n, vms, posters int) {
 		go func() {
 			defer wg.Done()
 			for i := p; i < n; i += posters {
-				if err := sim.postErr(i%vms, true); err != nil {
+				if err := sim.PostErr(ofPowerEvent(sim.vms[i%vms], true)); err != nil {
 					errs <- err
 					return
 				}

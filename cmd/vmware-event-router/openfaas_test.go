@@ -6,199 +6,52 @@ package main
 // test files in this package.
 
 import (
-	"bytes"
-	"context"
-	"crypto/tls"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
-	"os"
-	"path/filepath"
-	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/vmware/govmomi"
-	"github.com/vmware/govmomi/event"
-	"github.com/vmware/govmomi/find"
-	"github.com/vmware/govmomi/object"
-	"github.com/vmware/govmomi/simulator"
-	"github.com/vmware/govmomi/vim25/mo"
 	"github.com/vmware/govmomi/vim25/types"
 
 	"github.com/vmware-samples/vmware-event-router/internal/faastest"
-	"github.com/vmware-samples/vmware-event-router/internal/vcsimfix"
+	"github.com/vmware-samples/vmware-event-router/internal/vcsimtest"
 )
 
-// ofSim is an in-process vCenter (govmomi simulator) with VMs created
-// through its API, and a client to post events about them.
+// ofSim is the vCenter simulator with VMs created through its API, so
+// every event names a real, distinct VM.
 type ofSim struct {
-	addr  string // https://127.0.0.1:PORT/sdk, no credentials
-	c     *govmomi.Client
-	em    *event.Manager
-	vms   []types.ManagedObjectReference
-	names []string
-	// where the VMs live, for the event arguments vCenter fills in
-	dc   types.DatacenterEventArgument
-	host types.HostEventArgument
+	*vcsimtest.Sim
+	vms []vcsimtest.VM
 }
 
 func ofStartSim(t testing.TB, nvms int) *ofSim {
 	t.Helper()
-	model := simulator.VPX()
-	if err := model.Create(); err != nil {
-		t.Fatalf("simulator: %v", err)
-	}
-	model.Service.TLS = new(tls.Config)
-	vcsimfix.SerializeCollectorDestroy(model)
-	srv := model.Service.NewServer()
-	t.Cleanup(func() { srv.Close(); model.Remove() })
-	ctx := context.Background()
-	c, err := govmomi.NewClient(ctx, srv.URL, true)
-	if err != nil {
-		t.Fatalf("simulator client: %v", err)
-	}
-	t.Cleanup(func() { _ = c.Logout(context.Background()) })
-	u := *srv.URL
-	u.User = nil
-	s := &ofSim{addr: u.String(), c: c, em: event.NewManager(c.Client)}
-	s.createVMs(t, nvms)
-	return s
+	sim := vcsimtest.Start(t)
+	return &ofSim{Sim: sim, vms: sim.CreateVMs("of-vm", nvms)}
 }
 
-// createVMs creates n VMs through the simulator's API (CreateVM_Task), so
-// every event names a real, distinct VM.
-func (s *ofSim) createVMs(t testing.TB, n int) {
-	t.Helper()
-	ctx := context.Background()
-	finder := find.NewFinder(s.c.Client, true)
-	dc, err := finder.DefaultDatacenter(ctx)
-	if err != nil {
-		t.Fatal(err)
+// ofPowerEvent is a VmPoweredOnEvent (or VmPoweredOffEvent) about vm.
+func ofPowerEvent(vm vcsimtest.VM, on bool) types.BaseEvent {
+	if on {
+		return &types.VmPoweredOnEvent{VmEvent: types.VmEvent{Event: vm.Event()}}
 	}
-	finder.SetDatacenter(dc)
-	folders, err := dc.Folders(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pools, err := finder.ResourcePoolList(ctx, "*")
-	if err != nil || len(pools) == 0 {
-		t.Fatalf("simulator resource pools: %v", err)
-	}
-	pool := pools[0]
-	ds, err := finder.DefaultDatastore(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tasks := make([]*object.Task, n)
-	for i := range n {
-		name := fmt.Sprintf("of-vm-%03d", i)
-		spec := types.VirtualMachineConfigSpec{
-			Name: name, GuestId: string(types.VirtualMachineGuestOsIdentifierOtherGuest),
-			Files: &types.VirtualMachineFileInfo{VmPathName: fmt.Sprintf("[%s]", ds.Name())},
-		}
-		if tasks[i], err = folders.VmFolder.CreateVM(ctx, spec, pool, nil); err != nil {
-			t.Fatalf("create %s: %v", name, err)
-		}
-	}
-	for i, task := range tasks {
-		info, err := task.WaitForResult(ctx)
-		if err != nil {
-			t.Fatalf("create VM %d: %v", i, err)
-		}
-		s.vms = append(s.vms, info.Result.(types.ManagedObjectReference))
-		s.names = append(s.names, fmt.Sprintf("of-vm-%03d", i))
-	}
-	s.dc = types.DatacenterEventArgument{EntityEventArgument: types.EntityEventArgument{Name: dc.Name()}, Datacenter: dc.Reference()}
-	if n > 0 {
-		var vm mo.VirtualMachine
-		if err := s.c.RetrieveOne(ctx, s.vms[0], []string{"runtime.host"}, &vm); err != nil || vm.Runtime.Host == nil {
-			t.Fatalf("host of the new VMs: %v", err)
-		}
-		var host mo.HostSystem
-		if err := s.c.RetrieveOne(ctx, *vm.Runtime.Host, []string{"name"}, &host); err != nil {
-			t.Fatal(err)
-		}
-		s.host = types.HostEventArgument{EntityEventArgument: types.EntityEventArgument{Name: host.Name}, Host: *vm.Runtime.Host}
-	}
-}
-
-// latestKey is the key of the newest event in the simulator's history:
-// events posted afterwards have greater keys.
-func (s *ofSim) latestKey(t testing.TB) int32 {
-	t.Helper()
-	var em mo.EventManager
-	if err := s.c.RetrieveOne(context.Background(), *s.c.ServiceContent.EventManager, []string{"latestEvent"}, &em); err != nil {
-		t.Fatal(err)
-	}
-	if em.LatestEvent == nil {
-		return 0
-	}
-	return em.LatestEvent.GetEvent().Key
+	return &types.VmPoweredOffEvent{VmEvent: types.VmEvent{Event: vm.Event()}}
 }
 
 // post posts one VmPoweredOnEvent (or VmPoweredOffEvent) about VM i.
-func (s *ofSim) post(t testing.TB, i int, on bool) {
-	t.Helper()
-	if err := s.postErr(i, on); err != nil {
-		t.Fatalf("PostEvent: %v", err)
-	}
-}
-
-// postErr is post for goroutines other than the test's.
-func (s *ofSim) postErr(i int, on bool) error {
-	dc, host := s.dc, s.host
-	ev := types.Event{
-		Vm:         &types.VmEventArgument{EntityEventArgument: types.EntityEventArgument{Name: s.names[i]}, Vm: s.vms[i]},
-		Datacenter: &dc,
-		Host:       &host,
-	}
-	var e types.BaseEvent = &types.VmPoweredOnEvent{VmEvent: types.VmEvent{Event: ev}}
-	if !on {
-		e = &types.VmPoweredOffEvent{VmEvent: types.VmEvent{Event: ev}}
-	}
-	return s.em.PostEvent(context.Background(), e)
-}
+func (s *ofSim) post(i int, on bool) { s.Post(ofPowerEvent(s.vms[i], on)) }
 
 // postRound posts n VmPoweredOnEvents round robin over the first vms VMs and
 // returns how many each VM got.
-func (s *ofSim) postRound(t testing.TB, n, vms int) map[string]int {
-	t.Helper()
+func (s *ofSim) postRound(n, vms int) map[string]int {
 	per := map[string]int{}
 	for i := range n {
-		s.post(t, i%vms, true)
-		per[s.vms[i%vms].Value]++
+		s.post(i%vms, true)
+		per[s.vms[i%vms].Ref.Value]++
 	}
 	return per
-}
-
-// ofBuffer is a goroutine-safe writer for the daemon's stdout and stderr.
-type ofBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *ofBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *ofBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
-// ofDaemon is run() in a goroutine.
-type ofDaemon struct {
-	stderr  *ofBuffer
-	done    chan int
-	cancel  context.CancelFunc
-	metrics string // http://HOST:PORT of the metrics server
 }
 
 // ofConfig is the spec's OpenFaaS config as an array, with options added
@@ -209,145 +62,48 @@ func ofConfig(sim *ofSim, g *faastest.Gateway, password string, opts map[string]
 		o[k] = v
 	}
 	cfg := []map[string]any{
-		{"type": "stream", "provider": "vmware_vcenter", "address": sim.addr,
-			"auth":    map[string]any{"method": "user_password", "secret": map[string]string{"username": "user", "password": "pass"}},
+		{"type": "stream", "provider": "vmware_vcenter", "address": sim.URL,
+			"auth":    map[string]any{"method": "user_password", "secret": map[string]string{"username": vcsimtest.User, "password": vcsimtest.Password}},
 			"options": map[string]string{"insecure": "true"}},
 		{"type": "processor", "provider": "openfaas", "address": g.URL(),
 			"auth":    map[string]any{"method": "basic_auth", "secret": map[string]string{"username": g.User, "password": password}},
 			"options": o},
-		{"type": "metrics", "provider": "internal", "address": "127.0.0.1:0", "auth": map[string]any{"method": "none"}},
+		metricsEntry("127.0.0.1:0"),
 	}
 	b, _ := json.MarshalIndent(cfg, "", "  ")
 	return string(b)
 }
 
-var ofMetricsAddr = regexp.MustCompile(`metrics=(http://[0-9.:]+)`)
-
 // ofRun starts the daemon with config and waits for its metrics server.
-func ofRun(t testing.TB, config string) *ofDaemon {
+func ofRun(t testing.TB, config string) *coreDaemon {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "config.json")
-	if err := os.WriteFile(path, []byte(config), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	d := &ofDaemon{stderr: &ofBuffer{}, done: make(chan int, 1), cancel: cancel}
-	go func() { d.done <- run(ctx, []string{"-config", path}, io.Discard, d.stderr) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-d.done:
-		case <-time.After(20 * time.Second):
-			t.Error("daemon did not exit within 20s of cancellation")
-		}
-	})
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		if m := ofMetricsAddr.FindStringSubmatch(d.stderr.String()); m != nil {
-			d.metrics = m[1]
-			return d
-		}
-		select {
-		case code := <-d.done:
-			d.done <- code
-			t.Fatalf("daemon exited with %d before serving metrics:\n%s", code, d.stderr)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("daemon did not start its metrics server within 15s:\n%s", d.stderr)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// get fetches a metrics server path.
-func (d *ofDaemon) get(t testing.TB, path string) (int, string) {
-	t.Helper()
-	resp, err := http.Get(d.metrics + path)
-	if err != nil {
-		return 0, err.Error()
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
-}
-
-func (d *ofDaemon) waitReady(t testing.TB) {
-	t.Helper()
-	ofEventually(t, 20*time.Second, "/readyz 200", func() bool {
-		code, _ := d.get(t, "/readyz")
-		return code == http.StatusOK
-	}, d)
-}
-
-// alive fails the test if run() has returned.
-func (d *ofDaemon) alive(t testing.TB) {
-	t.Helper()
-	select {
-	case code := <-d.done:
-		d.done <- code
-		t.Fatalf("daemon exited with %d:\n%s", code, d.stderr)
-	default:
-	}
-	if code, _ := d.get(t, "/livez"); code != http.StatusOK {
-		t.Fatalf("/livez answered %d", code)
-	}
-}
-
-// metric returns the value of the sample line that starts with name{labels}
-// in /metrics, 0 when absent.
-func (d *ofDaemon) metric(t testing.TB, series string) float64 {
-	t.Helper()
-	_, body := d.get(t, "/metrics")
-	for line := range strings.SplitSeq(body, "\n") {
-		if rest, ok := strings.CutPrefix(line, series+" "); ok {
-			var v float64
-			fmt.Sscan(rest, &v)
-			return v
-		}
-	}
-	return 0
-}
-
-func ofEventually(t testing.TB, within time.Duration, what string, cond func() bool, d *ofDaemon) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			log := ""
-			if d != nil {
-				log = d.stderr.String()
-			}
-			t.Fatalf("timed out after %s waiting for %s; daemon log:\n%s", within, what, log)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	return startDaemon(t, writeConfigText(t, config))
 }
 
 // ofCheck waits until f has received, per VM, want[vm] distinct events
 // posted after key base, and checks that each VM's events came in order.
-func ofCheck(t testing.TB, f *faastest.Function, base int32, want map[string]int, within time.Duration, d *ofDaemon) {
+func ofCheck(t testing.TB, f *faastest.Function, base int32, want map[string]int, within time.Duration, d *coreDaemon) {
 	t.Helper()
 	ofCheckOrder(t, f, base, want, within, d, true)
 }
 
 // ofCheckOrder is ofCheck with the order check optional: in async mode
 // the gateway's queue, not the router, decides the order of invocations.
-func ofCheckOrder(t testing.TB, f *faastest.Function, base int32, want map[string]int, within time.Duration, d *ofDaemon, ordered bool) {
+func ofCheckOrder(t testing.TB, f *faastest.Function, base int32, want map[string]int, within time.Duration, d *coreDaemon, ordered bool) {
 	t.Helper()
 	total := 0
 	for _, n := range want {
 		total += n
 	}
 	var got map[string][]int32
-	ofEventually(t, within, fmt.Sprintf("%d events at function %s", total, f.Name), func() bool {
+	d.eventually(t, within, fmt.Sprintf("%d events at function %s", total, f.Name), func() bool {
 		got = ofReceived(t, f, base)
 		n := 0
 		for _, keys := range got {
 			n += len(ofDistinct(keys))
 		}
 		return n >= total
-	}, d)
+	})
 	for vm, n := range want {
 		keys := got[vm]
 		for i := 1; ordered && i < len(keys); i++ {
@@ -424,14 +180,14 @@ func TestOpenFaaSRouting(t *testing.T) {
 			none := g.Deploy("none", "", nil)
 			d := ofRun(t, ofConfig(sim, g, g.Password, map[string]string{"async": async}))
 			d.waitReady(t)
-			base := sim.latestKey(t)
+			base := sim.LatestKey()
 			for i := range 4 {
-				sim.post(t, i, true)
-				sim.post(t, i, false)
+				sim.post(i, true)
+				sim.post(i, false)
 			}
 			want := map[string]int{}
 			for _, vm := range sim.vms {
-				want[vm.Value] = 1
+				want[vm.Ref.Value] = 1
 			}
 			ordered := async == "false"
 			ofCheckOrder(t, on, base, want, 20*time.Second, d, ordered)
@@ -477,9 +233,9 @@ func TestOpenFaaS503Burst(t *testing.T) {
 	f := g.Deploy("fn", "", map[string]string{"topic": "VmPoweredOnEvent"})
 	d := ofRun(t, ofConfig(sim, g, g.Password, nil))
 	d.waitReady(t)
-	base := sim.latestKey(t)
+	base := sim.LatestKey()
 	f.FailFor(10*time.Second, http.StatusServiceUnavailable)
-	want := sim.postRound(t, 200, 10)
+	want := sim.postRound(200, 10)
 	ofCheck(t, f, base, want, 60*time.Second, d)
 	if n := d.metric(t, `eventrouter_dead_letters_total{processor="openfaas",reason="retry_limit"}`); n != 0 {
 		t.Errorf("%v events dead-lettered during a 10 s burst of 503s", n)
@@ -498,13 +254,13 @@ func TestOpenFaaSGatewayDown(t *testing.T) {
 	f := g.Deploy("fn", "", map[string]string{"topic": "VmPoweredOnEvent"})
 	d := ofRun(t, ofConfig(sim, g, g.Password, nil))
 	d.waitReady(t)
-	base := sim.latestKey(t)
+	base := sim.LatestKey()
 	g.Stop()
 	stopped := time.Now()
-	want := sim.postRound(t, 200, 10)
-	ofEventually(t, 20*time.Second, "the router to see the gateway unreachable", func() bool {
+	want := sim.postRound(200, 10)
+	d.eventually(t, 20*time.Second, "the router to see the gateway unreachable", func() bool {
 		return d.metric(t, `eventrouter_processor_deliveries_total{destination="fn",processor="openfaas",result="failed"}`) > 0
-	}, d)
+	})
 	for time.Since(stopped) < 10*time.Second {
 		d.alive(t)
 		time.Sleep(500 * time.Millisecond)
@@ -534,16 +290,16 @@ func TestOpenFaaSGatewayDownAtStart(t *testing.T) {
 	g.Stop()
 	d := ofRun(t, ofConfig(sim, g, g.Password, nil))
 	var body string
-	ofEventually(t, 20*time.Second, "/readyz 503 naming the openfaas processor (stream connected)", func() bool {
+	d.eventually(t, 20*time.Second, "/readyz 503 naming the openfaas processor (stream connected)", func() bool {
 		var code int
 		code, body = d.get(t, "/readyz")
 		return code == http.StatusServiceUnavailable && strings.Contains(body, "openfaas")
-	}, d)
+	})
 	if !strings.Contains(body, g.URL()) {
 		t.Errorf("/readyz body %q does not name the gateway", body)
 	}
-	base := sim.latestKey(t)
-	want := sim.postRound(t, 20, 4)
+	base := sim.LatestKey()
+	want := sim.postRound(20, 4)
 	d.alive(t)
 	if err := g.Start(); err != nil {
 		t.Fatal(err)
@@ -563,13 +319,13 @@ func TestOpenFaaSFailingFunction(t *testing.T) {
 	bad.Fail(http.StatusInternalServerError)
 	d := ofRun(t, ofConfig(sim, g, g.Password, map[string]string{"retry_limit": "2"}))
 	d.waitReady(t)
-	base := sim.latestKey(t)
-	want := sim.postRound(t, 20, 5)
+	base := sim.LatestKey()
+	want := sim.postRound(20, 5)
 	ofCheck(t, good, base, want, 30*time.Second, d)
 	series := `eventrouter_dead_letters_total{processor="openfaas",reason="retry_limit"}`
-	ofEventually(t, 30*time.Second, "20 dead letters for the failing function", func() bool {
+	d.eventually(t, 30*time.Second, "20 dead letters for the failing function", func() bool {
 		return d.metric(t, series) >= 20
-	}, d)
+	})
 	if n := d.metric(t, series); n != 20 {
 		t.Errorf("%s = %v, want 20", series, n)
 	}
@@ -584,7 +340,7 @@ func TestOpenFaaSFailingFunction(t *testing.T) {
 		}
 	}
 	if n != 20 {
-		t.Errorf("%d dead-letter log lines for bad, want 20:\n%s", n, d.stderr)
+		t.Errorf("%d dead-letter log lines for bad, want 20:\n%s", n, d.stderr.String())
 	}
 	if n := len(bad.Calls()); n != 40 {
 		t.Errorf("bad got %d calls, want 40 (20 events x retry_limit 2)", n)
@@ -597,18 +353,10 @@ func TestOpenFaaSFailingFunction(t *testing.T) {
 func TestOpenFaaSAuthRefused(t *testing.T) {
 	sim := ofStartSim(t, 1)
 	g := ofGateway(t)
-	path := filepath.Join(t.TempDir(), "config.json")
-	if err := os.WriteFile(path, []byte(ofConfig(sim, g, "not-the-password", nil)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	stderr := &ofBuffer{}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	code := run(ctx, []string{"-config", path}, io.Discard, stderr)
+	code, out := runToExit(t, writeConfigText(t, ofConfig(sim, g, "not-the-password", nil)), 30*time.Second)
 	if code == 0 {
-		t.Fatalf("run exited 0 with refused credentials:\n%s", stderr)
+		t.Fatalf("run exited 0 with refused credentials:\n%s", out)
 	}
-	out := stderr.String()
 	for _, want := range []string{"auth.secret", "401", "/system/functions"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("start-up error does not name %q:\n%s", want, out)

@@ -2,9 +2,9 @@ package checkpoint
 
 import (
 	"errors"
-	"math"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -134,7 +134,7 @@ type fakeWM struct {
 }
 
 func (f *fakeWM) Watermark() (gateway.Position, bool) { return f.wm, f.ok }
-func (f *fakeWM) Pending() (int, gateway.Position)   { return 0, f.newest }
+func (f *fakeWM) Pending() (int, gateway.Position)    { return 0, f.newest }
 
 func TestKeeper(t *testing.T) {
 	dir := t.TempDir()

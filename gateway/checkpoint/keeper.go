@@ -2,8 +2,8 @@ package checkpoint
 
 import (
 	"context"
-	"math"
 	"log/slog"
+	"math"
 	"sync"
 	"time"
 

@@ -1,7 +1,6 @@
 package eventbridge
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -21,25 +20,11 @@ import (
 	"github.com/vmware-samples/vmware-event-router/gateway/config"
 	"github.com/vmware-samples/vmware-event-router/gateway/metrics"
 	"github.com/vmware-samples/vmware-event-router/internal/mototest"
+	"github.com/vmware-samples/vmware-event-router/internal/testutil"
 )
 
 // logBuffer collects a processor's log lines for assertions.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+type logBuffer struct{ testutil.SyncBuffer }
 
 // has reports whether a log line contains every one of parts.
 func (l *logBuffer) has(parts ...string) bool {

@@ -1,13 +1,11 @@
 package openfaas
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +16,7 @@ import (
 	"github.com/vmware-samples/vmware-event-router/gateway/config"
 	"github.com/vmware-samples/vmware-event-router/gateway/metrics"
 	"github.com/vmware-samples/vmware-event-router/internal/faastest"
+	"github.com/vmware-samples/vmware-event-router/internal/testutil"
 )
 
 // newGateway starts a test gateway that the test closes.
@@ -92,22 +91,7 @@ func (h *harness) refreshes(result string) float64 {
 }
 
 // logBuffer collects log lines from several goroutines.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+type logBuffer struct{ testutil.SyncBuffer }
 
 // count returns how many log lines contain s.
 func (l *logBuffer) count(s string) int {

@@ -3,8 +3,6 @@ package vcenter
 import (
 	"bufio"
 	"context"
-	"crypto/tls"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"net/url"
@@ -18,13 +16,12 @@ import (
 	"time"
 
 	"github.com/vmware/govmomi/event"
-	"github.com/vmware/govmomi/simulator"
 	"github.com/vmware/govmomi/vim25"
 	"github.com/vmware/govmomi/vim25/types"
 
 	"github.com/vmware-samples/vmware-event-router/gateway/config"
 	"github.com/vmware-samples/vmware-event-router/gateway/metrics"
-	"github.com/vmware-samples/vmware-event-router/internal/vcsimfix"
+	"github.com/vmware-samples/vmware-event-router/internal/vcsimtest"
 )
 
 // helperEnv makes the test binary run as the external simulator of
@@ -41,19 +38,15 @@ func TestMain(m *testing.M) {
 // simHelper serves a simulator on 127.0.0.1, prints its URL and the path of
 // its certificate, then posts as many events as each line of in asks for.
 func simHelper(in io.Reader, out io.Writer) int {
-	model := simulator.VPX()
-	if err := model.Create(); err != nil {
+	model, server, err := vcsimtest.Listen("127.0.0.1:0", url.UserPassword(vcsimtest.User, vcsimtest.Password))
+	if err != nil {
 		_, _ = fmt.Fprintln(out, "error", err)
 		return 1
 	}
 	defer model.Remove()
-	vcsimfix.SerializeCollectorDestroy(model)
-	model.Service.TLS = new(tls.Config)
-	model.Service.Listen = &url.URL{Host: "127.0.0.1:0", User: url.UserPassword("user", simPass)}
-	server := model.Service.NewServer()
 	defer server.Close()
 	ca := filepath.Join(os.TempDir(), fmt.Sprintf("evr-bench-sim-%d.pem", os.Getpid()))
-	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: server.Certificate().Raw}), 0o600); err != nil {
+	if err := os.WriteFile(ca, vcsimtest.CertPEM(server), 0o600); err != nil {
 		_, _ = fmt.Fprintln(out, "error", err)
 		return 1
 	}
@@ -112,7 +105,7 @@ func BenchmarkFollow(b *testing.B) {
 	if err != nil || len(fields) != 2 {
 		b.Fatalf("the simulator helper did not start: %q %v", line, err)
 	}
-	s, err := New(config.VCenter{Address: fields[0], Username: "user", Password: simPass, CAFile: fields[1]}, quietLogger(), metrics.New())
+	s, err := New(config.VCenter{Address: fields[0], Username: vcsimtest.User, Password: vcsimtest.Password, CAFile: fields[1]}, quietLogger(), metrics.New())
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -2,143 +2,24 @@ package vcenter
 
 import (
 	"context"
-	"crypto/tls"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"net/http"
 	"net/url"
-	"os"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/vmware/govmomi/event"
-	"github.com/vmware/govmomi/simulator"
 	"github.com/vmware/govmomi/vim25"
-	"github.com/vmware/govmomi/vim25/methods"
-	"github.com/vmware/govmomi/vim25/soap"
 	"github.com/vmware/govmomi/vim25/types"
 
 	"github.com/vmware-samples/vmware-event-router/gateway"
 	"github.com/vmware-samples/vmware-event-router/gateway/config"
 	"github.com/vmware-samples/vmware-event-router/gateway/metrics"
-	"github.com/vmware-samples/vmware-event-router/internal/vcsimfix"
+	"github.com/vmware-samples/vmware-event-router/internal/vcsimtest"
 )
-
-// testSim is govmomi's simulator (VPX model) serving SOAP over TLS on
-// 127.0.0.1, with what a test needs to stop and restart its listener.
-type testSim struct {
-	t      *testing.T
-	model  *simulator.Model
-	server *simulator.Server // nil once stopped or restarted
-	own    *http.Server      // the listener after a restart
-	addr   string            // host:port, kept across restarts
-	url    *url.URL          // https://addr/sdk, no credentials
-	caFile string
-	cert   tls.Certificate
-}
-
-const simPass = "sim-secret"
-
-// newSim starts a simulator on addr ("127.0.0.1:0" for any port).
-func newSim(t *testing.T, addr string) *testSim {
-	t.Helper()
-	model := simulator.VPX()
-	if err := model.Create(); err != nil {
-		t.Fatalf("creating the simulator: %v", err)
-	}
-	vcsimfix.SerializeCollectorDestroy(model)
-	model.Service.TLS = new(tls.Config)
-	model.Service.Listen = &url.URL{Host: addr, User: url.UserPassword("user", simPass)}
-	server := model.Service.NewServer()
-	u := *server.URL
-	u.User = nil
-	sim := &testSim{t: t, model: model, server: server, addr: u.Host, url: &u, cert: server.TLS.Certificates[0]}
-	sim.caFile = filepath.Join(t.TempDir(), "ca.pem")
-	pemData := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: server.Certificate().Raw})
-	if err := os.WriteFile(sim.caFile, pemData, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		sim.stop()
-		model.Remove()
-	})
-	return sim
-}
-
-// stop kills the listener and every connection, as a vCenter going down.
-func (s *testSim) stop() {
-	if s.server != nil {
-		s.server.CloseClientConnections()
-		s.server.Close()
-		s.server = nil
-	}
-	if s.own != nil {
-		_ = s.own.Close()
-		s.own = nil
-	}
-}
-
-// restart serves the same model again on the same address.
-func (s *testSim) restart() {
-	s.t.Helper()
-	var ln net.Listener
-	var err error
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		ln, err = net.Listen("tcp", s.addr)
-		if err == nil || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(10 * time.Millisecond) // the port is released asynchronously; this is a retry, not a sync
-	}
-	if err != nil {
-		s.t.Fatalf("listening again on %s: %v", s.addr, err)
-	}
-	s.own = &http.Server{
-		Handler:  s.model.Service.ServeMux,
-		ErrorLog: nil,
-	}
-	tl := tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{s.cert}})
-	go func() { _ = s.own.Serve(tl) }()
-}
-
-// inProcess returns a client that calls the simulator without its
-// listener, to create events while the listener is down.
-func (s *testSim) inProcess() *vim25.Client {
-	s.t.Helper()
-	c, err := vim25.NewClient(context.Background(), s.model.Service)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	return c
-}
-
-// client logs in over SOAP, as a user of the API.
-func (s *testSim) client() *vim25.Client {
-	s.t.Helper()
-	ctx := context.Background()
-	sc := soap.NewClient(s.url, true)
-	c, err := vim25.NewClient(ctx, sc)
-	if err != nil {
-		s.t.Fatalf("connecting to the simulator: %v", err)
-	}
-	if _, err := methods.Login(ctx, c, &types.Login{This: *c.ServiceContent.SessionManager, UserName: "user", Password: simPass}); err != nil {
-		s.t.Fatalf("logging in to the simulator: %v", err)
-	}
-	s.t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		_, _ = methods.Logout(ctx, c, &types.Logout{This: *c.ServiceContent.SessionManager})
-		c.CloseIdleConnections()
-	})
-	return c
-}
 
 // postEx posts n EventEx events "<prefix>-<i>" through c.
 func postEx(t *testing.T, c *vim25.Client, prefix string, n int) {
@@ -270,13 +151,16 @@ func testTuning() tuning {
 
 // newTestStream returns a vmware_vcenter stream on sim's address (or addr
 // when given), trusting sim's certificate.
-func newTestStream(t *testing.T, sim *testSim, m *metrics.Metrics, addr ...string) *Stream {
+func newTestStream(t *testing.T, sim *vcsimtest.Sim, m *metrics.Metrics, addr ...string) *Stream {
 	t.Helper()
-	u := *sim.url
+	u, err := url.Parse(sim.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if len(addr) > 0 {
 		u.Host = addr[0]
 	}
-	s, err := New(config.VCenter{Address: u.String(), Username: "user", Password: simPass, CAFile: sim.caFile}, testLogger(t), m)
+	s, err := New(config.VCenter{Address: u.String(), Username: vcsimtest.User, Password: vcsimtest.Password, CAFile: sim.CAFile}, testLogger(t), m)
 	if err != nil {
 		t.Fatal(err)
 	}

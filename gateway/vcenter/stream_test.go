@@ -22,6 +22,7 @@ import (
 	"github.com/vmware-samples/vmware-event-router/gateway"
 	"github.com/vmware-samples/vmware-event-router/gateway/config"
 	"github.com/vmware-samples/vmware-event-router/gateway/metrics"
+	"github.com/vmware-samples/vmware-event-router/internal/vcsimtest"
 )
 
 // deliveryTimeout bounds every wait for delivery. It is generous: with
@@ -56,14 +57,14 @@ func runTask(t *testing.T, what string, task *object.Task, err error) {
 // TestPushDelivery: events created through the API arrive by push, in
 // order, as valid CloudEvents.
 func TestPushDelivery(t *testing.T) {
-	sim := newSim(t, "127.0.0.1:0")
+	sim := vcsimtest.Start(t)
 	m := metrics.New()
 	s := newTestStream(t, sim, m)
 	h := &recorder{}
 	r := start(t, s, h)
 	waitReady(t, s)
 
-	c := sim.client()
+	c := sim.Login()
 	vm := anyVM(t, c)
 	task, err := vm.PowerOff(context.Background())
 	runTask(t, "power off", task, err)
@@ -86,8 +87,8 @@ func TestPushDelivery(t *testing.T) {
 		if i >= len(want) || e.Subject != want[i] {
 			t.Fatalf("event %d: subject %q, want %v", i, e.Subject, want)
 		}
-		if e.Source != sim.url.String() {
-			t.Errorf("source %q, want %q", e.Source, sim.url.String())
+		if e.Source != sim.URL {
+			t.Errorf("source %q, want %q", e.Source, sim.URL)
 		}
 		if e.Entity != "VirtualMachine:"+vm.Reference().Value {
 			t.Errorf("entity %q, want the VM", e.Entity)
@@ -121,13 +122,13 @@ func TestPushDelivery(t *testing.T) {
 // TestBurst: 900 events posted as fast as the API takes them all arrive,
 // once and in order.
 func TestBurst(t *testing.T) {
-	sim := newSim(t, "127.0.0.1:0")
+	sim := vcsimtest.Start(t)
 	s := newTestStream(t, sim, metrics.New())
 	h := &recorder{}
 	start(t, s, h)
 	waitReady(t, s)
 
-	postEx(t, sim.client(), "burst", 900)
+	postEx(t, sim.Login(), "burst", 900)
 	waitForCount(t, "the burst", deliveryTimeout, 900, func() int { return len(h.withSubject("com.example.burst")) })
 	got := h.withSubject("com.example.burst")
 	if len(got) != 900 {
@@ -144,20 +145,20 @@ func TestBurst(t *testing.T) {
 // TestListenerRestart: the simulator's listener dies and comes back; the
 // events created meanwhile and after arrive, and Run never returns.
 func TestListenerRestart(t *testing.T) {
-	sim := newSim(t, "127.0.0.1:0")
+	sim := vcsimtest.Start(t)
 	s := newTestStream(t, sim, metrics.New())
 	h := &recorder{}
 	r := start(t, s, h)
 	waitReady(t, s)
 
-	postEx(t, sim.inProcess(), "before", 5)
+	postEx(t, sim.Client(), "before", 5)
 	waitFor(t, "events before the outage", deliveryTimeout, func() bool { return len(h.withSubject("com.example.before")) == 5 })
 
-	sim.stop()
+	sim.Stop()
 	waitFor(t, "the stream to notice the outage", deliveryTimeout, func() bool { return s.Ready() != nil })
-	postEx(t, sim.inProcess(), "during", 50)
-	sim.restart()
-	postEx(t, sim.inProcess(), "after", 5)
+	postEx(t, sim.Client(), "during", 50)
+	sim.Restart()
+	postEx(t, sim.Client(), "after", 5)
 
 	waitFor(t, "events during and after the outage", deliveryTimeout, func() bool {
 		return len(h.withSubject("com.example.during")) == 50 && len(h.withSubject("com.example.after")) == 5
@@ -176,13 +177,13 @@ func TestListenerRestart(t *testing.T) {
 // TestNotAuthenticated: vCenter ends the stream's session; it logs in again
 // and misses nothing.
 func TestNotAuthenticated(t *testing.T) {
-	sim := newSim(t, "127.0.0.1:0")
+	sim := vcsimtest.Start(t)
 	s := newTestStream(t, sim, metrics.New())
 	h := &recorder{}
 	r := start(t, s, h)
 	waitReady(t, s)
 
-	c := sim.client()
+	c := sim.Login()
 	var sm mo.SessionManager
 	ctx := context.Background()
 	pc := c.ServiceContent.PropertyCollector
@@ -223,8 +224,8 @@ func TestNotAuthenticated(t *testing.T) {
 // TestResume: a stream resuming after a position hands on exactly the
 // events after it, read from the history in pages, then follows.
 func TestResume(t *testing.T) {
-	sim := newSim(t, "127.0.0.1:0")
-	c := sim.inProcess()
+	sim := vcsimtest.Start(t)
+	c := sim.Client()
 	postEx(t, c, "old", 10)
 	postEx(t, c, "history", 850)
 
@@ -261,18 +262,18 @@ func TestResume(t *testing.T) {
 // TestKeyRestart: vCenter is replaced by a fresh one (keys restart at 1,
 // times later) at the same address; its events are not dropped.
 func TestKeyRestart(t *testing.T) {
-	simA := newSim(t, "127.0.0.1:0")
+	simA := vcsimtest.Start(t)
 	s := newTestStream(t, simA, metrics.New())
 	h := &recorder{}
 	r := start(t, s, h)
 	waitReady(t, s)
-	postEx(t, simA.inProcess(), "a", 20)
+	postEx(t, simA.Client(), "a", 20)
 	waitFor(t, "events of the first vCenter", deliveryTimeout, func() bool { return len(h.withSubject("com.example.a")) == 20 })
 	lastA := h.all()[len(h.all())-1]
-	simA.stop()
+	simA.Stop()
 
-	simB := newSim(t, simA.addr)
-	postEx(t, simB.inProcess(), "b", 5)
+	simB := vcsimtest.StartWith(t, vcsimtest.Options{Addr: simA.Addr()})
+	postEx(t, simB.Client(), "b", 5)
 	waitFor(t, "events of the new vCenter", deliveryTimeout, func() bool { return len(h.withSubject("com.example.b")) == 5 })
 	r.alive(t)
 	for _, e := range h.withSubject("com.example.b") {
@@ -289,17 +290,17 @@ func TestKeyRestart(t *testing.T) {
 // TestSilentConnection: the connection stops answering without closing;
 // the stream notices by its deadline, reconnects and misses nothing.
 func TestSilentConnection(t *testing.T) {
-	sim := newSim(t, "127.0.0.1:0")
-	p := newProxy(t, sim.addr)
+	sim := vcsimtest.Start(t)
+	p := newProxy(t, sim.Addr())
 	s := newTestStream(t, sim, metrics.New(), p.addr())
 	h := &recorder{}
 	r := start(t, s, h)
 	waitReady(t, s)
-	postEx(t, sim.inProcess(), "before", 3)
+	postEx(t, sim.Client(), "before", 3)
 	waitFor(t, "events before the freeze", deliveryTimeout, func() bool { return len(h.withSubject("com.example.before")) == 3 })
 
 	p.freeze() // existing connections go silent; new ones work
-	postEx(t, sim.inProcess(), "silent", 10)
+	postEx(t, sim.Client(), "silent", 10)
 	waitFor(t, "events created while the connection was silent", deliveryTimeout, func() bool {
 		return len(h.withSubject("com.example.silent")) == 10
 	})
@@ -311,8 +312,8 @@ func TestSilentConnection(t *testing.T) {
 // after it: the loss is logged and counted, and the stream goes on from
 // the oldest event vCenter holds.
 func TestPruned(t *testing.T) {
-	sim := newSim(t, "127.0.0.1:0")
-	c := sim.inProcess()
+	sim := vcsimtest.Start(t)
+	c := sim.Client()
 	postEx(t, c, "pruned", 10)
 	evs, err := event.NewManager(c).QueryEvents(context.Background(), types.EventFilterSpec{EventTypeId: []string{"com.example.pruned"}})
 	if err != nil || len(evs) == 0 {
@@ -373,7 +374,7 @@ func withoutFutureTypes(name string) (reflect.Type, bool) {
 // their type name as subject and the fields every event has, and counted;
 // they do not stall the stream.
 func TestUndecodable(t *testing.T) {
-	sim := newSim(t, "127.0.0.1:0")
+	sim := vcsimtest.Start(t)
 	m := metrics.New()
 	s := newTestStream(t, sim, m)
 	s.knownTypes = withoutFutureTypes
@@ -381,7 +382,7 @@ func TestUndecodable(t *testing.T) {
 	start(t, s, h)
 	waitReady(t, s)
 
-	c := sim.inProcess()
+	c := sim.Client()
 	mgr := event.NewManager(c)
 	ctx := context.Background()
 	vm := anyVM(t, c)
@@ -421,20 +422,20 @@ func TestUndecodable(t *testing.T) {
 // TestConnectErrors: a configuration no retry can fix stops Run at the
 // first connection with a message saying what to change; TLS options work.
 func TestConnectErrors(t *testing.T) {
-	sim := newSim(t, "127.0.0.1:0")
+	sim := vcsimtest.Start(t)
 	tests := []struct {
 		name    string
 		cfg     config.VCenter
 		wantErr string // "" means it connects
 	}{
-		{"untrusted certificate", config.VCenter{Username: "user", Password: simPass}, "options.ca_file"},
-		{"ca_file", config.VCenter{Username: "user", Password: simPass, CAFile: sim.caFile}, ""},
-		{"insecure", config.VCenter{Username: "user", Password: simPass, Insecure: true}, ""},
+		{"untrusted certificate", config.VCenter{Username: "user", Password: vcsimtest.Password}, "options.ca_file"},
+		{"ca_file", config.VCenter{Username: "user", Password: vcsimtest.Password, CAFile: sim.CAFile}, ""},
+		{"insecure", config.VCenter{Username: "user", Password: vcsimtest.Password, Insecure: true}, ""},
 		{"wrong password", config.VCenter{Username: "user", Password: "wrong", Insecure: true}, "auth"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			tt.cfg.Address = sim.url.String()
+			tt.cfg.Address = sim.URL
 			s, err := New(tt.cfg, testLogger(t), metrics.New())
 			if err != nil {
 				t.Fatal(err)

@@ -19,8 +19,14 @@ import (
 	"time"
 
 	"github.com/vmware/govmomi/event"
+	"github.com/vmware/govmomi/find"
+	"github.com/vmware/govmomi/object"
+	"github.com/vmware/govmomi/property"
 	"github.com/vmware/govmomi/simulator"
 	"github.com/vmware/govmomi/vim25"
+	"github.com/vmware/govmomi/vim25/methods"
+	"github.com/vmware/govmomi/vim25/mo"
+	"github.com/vmware/govmomi/vim25/soap"
 	"github.com/vmware/govmomi/vim25/types"
 
 	"github.com/vmware-samples/vmware-event-router/internal/vcsimfix"
@@ -51,24 +57,42 @@ type Sim struct {
 	em  *event.Manager
 }
 
+// Options changes how StartWith sets the simulator up.
+type Options struct {
+	// Addr is the listen address; "" is a free loopback port.
+	Addr string
+	// AnyLogin makes the simulator accept any non-empty credentials (as
+	// govmomi's simulator does by default) instead of User and Password,
+	// for a config file's own example credentials.
+	AnyLogin bool
+}
+
 // Start starts a simulator on a free loopback port. It stops at the end of
 // the test.
 func Start(t testing.TB) *Sim {
 	t.Helper()
-	model := simulator.VPX()
-	if err := model.Create(); err != nil {
-		t.Fatalf("vcsimtest: creating the simulator: %v", err)
+	return StartWith(t, Options{})
+}
+
+// StartWith starts a simulator as o says. It stops at the end of the test.
+func StartWith(t testing.TB, o Options) *Sim {
+	t.Helper()
+	login := url.UserPassword(User, Password)
+	if o.AnyLogin {
+		login = simulator.DefaultLogin
 	}
-	model.Service.TLS = new(tls.Config)
-	model.Service.Listen = &url.URL{Host: "127.0.0.1:0", User: url.UserPassword(User, Password)}
-	vcsimfix.SerializeCollectorDestroy(model)
-	server := model.Service.NewServer()
+	if o.Addr == "" {
+		o.Addr = "127.0.0.1:0"
+	}
+	model, server, err := Listen(o.Addr, login)
+	if err != nil {
+		t.Fatalf("vcsimtest: %v", err)
+	}
 	u := *server.URL
 	u.User = nil
 	s := &Sim{t: t, model: model, server: server, addr: u.Host, cert: server.TLS.Certificates[0], URL: u.String()}
 	s.CAFile = filepath.Join(t.TempDir(), "vcsim-ca.pem")
-	pemData := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: server.Certificate().Raw})
-	if err := os.WriteFile(s.CAFile, pemData, 0o600); err != nil {
+	if err := os.WriteFile(s.CAFile, CertPEM(server), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	api, err := vim25.NewClient(context.Background(), model.Service)
@@ -82,6 +106,29 @@ func Start(t testing.TB) *Sim {
 	})
 	return s
 }
+
+// Listen creates a VPX model and serves it over TLS on addr, accepting
+// login, with vcsimfix.SerializeCollectorDestroy applied. It is Start
+// without a testing.TB, for a test binary's helper process; the caller
+// closes the server and removes the model.
+func Listen(addr string, login *url.Userinfo) (*simulator.Model, *simulator.Server, error) {
+	model := simulator.VPX()
+	if err := model.Create(); err != nil {
+		return nil, nil, fmt.Errorf("creating the simulator: %w", err)
+	}
+	vcsimfix.SerializeCollectorDestroy(model)
+	model.Service.TLS = new(tls.Config)
+	model.Service.Listen = &url.URL{Host: addr, User: login}
+	return model, model.Service.NewServer(), nil
+}
+
+// CertPEM is the server's certificate in PEM, for ca_file.
+func CertPEM(server *simulator.Server) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: server.Certificate().Raw})
+}
+
+// Addr is the simulator's host:port, kept across restarts.
+func (s *Sim) Addr() string { return s.addr }
 
 // Stop kills the listener and every connection, as a vCenter going down.
 func (s *Sim) Stop() {
@@ -151,10 +198,130 @@ func (s *Sim) PostEx(prefix string, from, n int) {
 // Post posts one event in process.
 func (s *Sim) Post(ev types.BaseEvent) {
 	s.t.Helper()
-	if err := s.em.PostEvent(context.Background(), ev); err != nil {
+	if err := s.PostErr(ev); err != nil {
 		s.t.Fatalf("vcsimtest: posting an event: %v", err)
 	}
 }
 
+// PostErr is Post for goroutines other than the test's.
+func (s *Sim) PostErr(ev types.BaseEvent) error {
+	return s.em.PostEvent(context.Background(), ev)
+}
+
 // Client returns the in-process API client.
 func (s *Sim) Client() *vim25.Client { return s.api }
+
+// Login returns a client logged in over SOAP as User, as a user of the
+// API; it logs out at the end of the test.
+func (s *Sim) Login() *vim25.Client {
+	s.t.Helper()
+	ctx := context.Background()
+	u, err := url.Parse(s.URL)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	c, err := vim25.NewClient(ctx, soap.NewClient(u, true))
+	if err != nil {
+		s.t.Fatalf("vcsimtest: connecting to the simulator: %v", err)
+	}
+	if _, err := methods.Login(ctx, c, &types.Login{This: *c.ServiceContent.SessionManager, UserName: User, Password: Password}); err != nil {
+		s.t.Fatalf("vcsimtest: logging in to the simulator: %v", err)
+	}
+	s.t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_, _ = methods.Logout(ctx, c, &types.Logout{This: *c.ServiceContent.SessionManager})
+		c.CloseIdleConnections()
+	})
+	return c
+}
+
+// LatestKey is the key of the newest event in the simulator's history:
+// events posted afterwards have greater keys.
+func (s *Sim) LatestKey() int32 {
+	s.t.Helper()
+	var em mo.EventManager
+	if err := property.DefaultCollector(s.api).RetrieveOne(context.Background(), *s.api.ServiceContent.EventManager, []string{"latestEvent"}, &em); err != nil {
+		s.t.Fatalf("vcsimtest: latest event: %v", err)
+	}
+	if em.LatestEvent == nil {
+		return 0
+	}
+	return em.LatestEvent.GetEvent().Key
+}
+
+// VM is a virtual machine created through the simulator's API, with where
+// it lives, for the event arguments vCenter fills in.
+type VM struct {
+	Name       string
+	Ref        types.ManagedObjectReference
+	Datacenter types.DatacenterEventArgument
+	Host       types.HostEventArgument
+}
+
+// Event returns the base of an event about v, naming v, its datacenter
+// and its host.
+func (v VM) Event() types.Event {
+	dc, host := v.Datacenter, v.Host
+	return types.Event{
+		Vm:         &types.VmEventArgument{EntityEventArgument: types.EntityEventArgument{Name: v.Name}, Vm: v.Ref},
+		Datacenter: &dc,
+		Host:       &host,
+	}
+}
+
+// CreateVMs creates n VMs "<prefix>-000"... through the API
+// (CreateVM_Task), so every event can name a real, distinct VM.
+func (s *Sim) CreateVMs(prefix string, n int) []VM {
+	s.t.Helper()
+	ctx := context.Background()
+	finder := find.NewFinder(s.api, true)
+	dc, err := finder.DefaultDatacenter(ctx)
+	if err != nil {
+		s.t.Fatalf("vcsimtest: datacenter: %v", err)
+	}
+	finder.SetDatacenter(dc)
+	folders, err := dc.Folders(ctx)
+	if err != nil {
+		s.t.Fatalf("vcsimtest: folders: %v", err)
+	}
+	pools, err := finder.ResourcePoolList(ctx, "*")
+	if err != nil || len(pools) == 0 {
+		s.t.Fatalf("vcsimtest: resource pools: %v", err)
+	}
+	ds, err := finder.DefaultDatastore(ctx)
+	if err != nil {
+		s.t.Fatalf("vcsimtest: datastore: %v", err)
+	}
+	tasks := make([]*object.Task, n)
+	for i := range n {
+		spec := types.VirtualMachineConfigSpec{
+			Name: fmt.Sprintf("%s-%03d", prefix, i), GuestId: string(types.VirtualMachineGuestOsIdentifierOtherGuest),
+			Files: &types.VirtualMachineFileInfo{VmPathName: fmt.Sprintf("[%s]", ds.Name())},
+		}
+		if tasks[i], err = folders.VmFolder.CreateVM(ctx, spec, pools[0], nil); err != nil {
+			s.t.Fatalf("vcsimtest: creating %s: %v", spec.Name, err)
+		}
+	}
+	dcArg := types.DatacenterEventArgument{EntityEventArgument: types.EntityEventArgument{Name: dc.Name()}, Datacenter: dc.Reference()}
+	pc := property.DefaultCollector(s.api)
+	vms := make([]VM, n)
+	for i, task := range tasks {
+		info, err := task.WaitForResult(ctx)
+		if err != nil {
+			s.t.Fatalf("vcsimtest: creating VM %d: %v", i, err)
+		}
+		ref := info.Result.(types.ManagedObjectReference)
+		var vm mo.VirtualMachine
+		if err := pc.RetrieveOne(ctx, ref, []string{"runtime.host"}, &vm); err != nil || vm.Runtime.Host == nil {
+			s.t.Fatalf("vcsimtest: host of VM %d: %v", i, err)
+		}
+		var host mo.HostSystem
+		if err := pc.RetrieveOne(ctx, *vm.Runtime.Host, []string{"name"}, &host); err != nil {
+			s.t.Fatalf("vcsimtest: host name: %v", err)
+		}
+		vms[i] = VM{Name: fmt.Sprintf("%s-%03d", prefix, i), Ref: ref, Datacenter: dcArg,
+			Host: types.HostEventArgument{EntityEventArgument: types.EntityEventArgument{Name: host.Name}, Host: *vm.Runtime.Host}}
+	}
+	return vms
+}
