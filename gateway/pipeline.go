@@ -146,7 +146,7 @@ type DeadLetter struct {
 	Processor   string // processor provider, for OriginProcessor
 	Destination string // function or bus, for OriginProcessor
 	Filter      string // filter name, for OriginFilter
-	Reason      string // a short, bounded label: "retry_limit", "rejected", "too_large", "filter_error"
+	Reason      string // a short, bounded label: "retry_limit", "rejected", "filter_error"
 	Error       string // the last error
 	Attempts    int
 	Time        time.Time
