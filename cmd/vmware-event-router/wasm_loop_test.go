@@ -48,3 +48,42 @@ func TestLoopingFilterBoundedByTimeout(t *testing.T) {
 		t.Errorf("/metrics lacks %s", want)
 	}
 }
+
+// TestBadModuleStopsStartup: at start-up a module the router would refuse
+// stops it, before any event, with one message naming the file.
+func TestBadModuleStopsStartup(t *testing.T) {
+	sim := vcsimtest.Start(t)
+	dir := t.TempDir()
+	tests := []struct {
+		name, file, src, want string
+	}{
+		{"garbage", "garbage.wasm", "", "not a WebAssembly module"},
+		{"no evr_filter", "nofilter.wasm", `(module (memory (export "memory") 1) (func (export "evr_abi_version_1")))`, `evr_filter`},
+		{"wrong signature", "wrongsig.wasm", `(module (memory (export "memory") 1) (func (export "evr_abi_version_1"))
+  (func (export "evr_filter") (param i64) (result i32) (i32.const 0)))`, `signature`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			module := filepath.Join(dir, tt.file)
+			if tt.src == "" {
+				if err := os.WriteFile(module, []byte("this is not wasm"), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				src := module + ".wat"
+				if err := os.WriteFile(src, []byte(tt.src), 0o600); err != nil {
+					t.Fatal(err)
+				}
+				if out, err := exec.Command("wat2wasm", src, "-o", module).CombinedOutput(); err != nil {
+					t.Fatalf("wat2wasm (apt-get install wabt): %v\n%s", err, out)
+				}
+			}
+			filter := map[string]any{"type": "filter", "provider": "wasm", "address": module}
+			path := writeConfig(t, sim.Config(), filter, stdoutEntry, metricsEntry("127.0.0.1:0"))
+			code, log := runToExit(t, path, 30*time.Second)
+			if code != 1 || !strings.Contains(log, module) || !strings.Contains(log, tt.want) {
+				t.Errorf("exit %d, log:\n%s\nwant exit 1 naming %s and %q", code, log, module, tt.want)
+			}
+		})
+	}
+}
