@@ -41,7 +41,7 @@ func benchHost(b *testing.B, mode deadlineMode) *Host {
 		b.Fatal(err)
 	}
 	h.mode = mode
-	b.Cleanup(func() { h.Close() })
+	b.Cleanup(func() { _ = h.Close() })
 	return h
 }
 
@@ -50,7 +50,7 @@ func benchFilter(b *testing.B, h *Host, name string, bin []byte, o config.WasmFi
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() { f.Close() })
+	b.Cleanup(func() { _ = f.Close() })
 	return f
 }
 
@@ -70,7 +70,9 @@ func BenchmarkChainPass(b *testing.B) {
 		c := benchChain()
 		b.ReportAllocs()
 		for b.Loop() {
-			c.Run(context.Background(), ev)
+			if _, err := c.Run(context.Background(), ev); err != nil {
+				b.Fatal(err)
+			}
 		}
 	})
 	for _, m := range benchModes {
@@ -104,7 +106,7 @@ func BenchmarkGuestLoop(b *testing.B) {
 	b.Run("bare-wazero", func(b *testing.B) {
 		ctx := context.Background()
 		r := wazero.NewRuntime(ctx)
-		defer r.Close(ctx)
+		defer func() { _ = r.Close(ctx) }()
 		host := r.NewHostModuleBuilder("evr")
 		for name, sig := range hostFunctions {
 			host.NewFunctionBuilder().WithGoModuleFunction(api.GoModuleFunc(hostLogEnabled), sig.params, sig.results).Export(name)
@@ -185,8 +187,8 @@ func BenchmarkGoColdLoad(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		f.Close()
-		h.Close()
+		_ = f.Close()
+		_ = h.Close()
 	}
 	b.Run("disk-cache", func(b *testing.B) {
 		dir := b.TempDir()

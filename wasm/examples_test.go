@@ -31,7 +31,7 @@ func runExample(t *testing.T, e *env, name string, bin []byte, cfg string, cases
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	for _, c := range cases {
 		r := f.Filter(context.Background(), event(c.subject, c.vm))
 		if r.Verdict != c.verdict {

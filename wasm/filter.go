@@ -109,7 +109,7 @@ func readModule(path string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer fh.Close()
+	defer func() { _ = fh.Close() }()
 	var r io.Reader = fh
 	if strings.HasSuffix(path, ".gz") {
 		zr, err := gzip.NewReader(fh)
@@ -170,7 +170,7 @@ func (h *Host) load(ctx context.Context, path string, bin []byte, opts config.Wa
 	ok := false
 	defer func() {
 		if !ok {
-			rt.Close(context.Background())
+			_ = rt.Close(context.Background())
 		}
 	}()
 	if _, err := wasi_snapshot_preview1.Instantiate(ctx, f.rt); err != nil {
@@ -308,7 +308,7 @@ func (f *Filter) Close() error {
 				in.close()
 			}
 		}
-		f.rt.Close(context.Background())
+		_ = f.rt.Close(context.Background())
 	})
 	return nil
 }

@@ -242,8 +242,12 @@ func TestLoadRefuses(t *testing.T) {
 	gz := func(b []byte) []byte {
 		var buf bytes.Buffer
 		zw := gzip.NewWriter(&buf)
-		zw.Write(b)
-		zw.Close()
+		if _, err := zw.Write(b); err != nil {
+			t.Fatal(err)
+		}
+		if err := zw.Close(); err != nil {
+			t.Fatal(err)
+		}
 		return buf.Bytes()
 	}
 	wat := func(src string) []byte { return wasmtest.WAT(t, src) }
@@ -300,7 +304,7 @@ func TestLoadRefuses(t *testing.T) {
 			path := write(t, e.dir, tc.file, tc.bin)
 			f, err := e.host.Load(context.Background(), path, tc.o)
 			if err == nil {
-				f.Close()
+				_ = f.Close()
 				t.Fatal("Load succeeded")
 			}
 			contains(t, err.Error(), path+": ")
@@ -317,13 +321,17 @@ func TestGzip(t *testing.T) {
 	e := newEnv(t)
 	var buf bytes.Buffer
 	zw := gzip.NewWriter(&buf)
-	zw.Write(wasmtest.WAT(t, guest(`(i32.const 1)`, "")))
-	zw.Close()
+	if _, err := zw.Write(wasmtest.WAT(t, guest(`(i32.const 1)`, ""))); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
 	f, err := e.host.Load(context.Background(), write(t, e.dir, "drop.wasm.gz", buf.Bytes()), opts())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	if f.Name() != "drop.wasm.gz" {
 		t.Fatalf("Name = %q", f.Name())
 	}
@@ -367,7 +375,7 @@ func TestCloseWaitsForCallsAndServesLateOnes(t *testing.T) {
 	// Wait until the call holds the only instance.
 	eventually(t, "the call to start", func() bool { return len(old.pool) == 0 })
 	old.setSuccessor(next)
-	old.Close() // waits for the sleeping call
+	_ = old.Close() // waits for the sleeping call
 	// The call finished normally: Close did not close the instance under
 	// it (the call would have failed).
 	if r := <-res; r.Verdict != filters.Drop {

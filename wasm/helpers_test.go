@@ -72,7 +72,7 @@ func newEnv(t testing.TB) *env {
 		t.Fatal(err)
 	}
 	e.host = h
-	t.Cleanup(func() { h.Close() })
+	t.Cleanup(func() { _ = h.Close() })
 	return e
 }
 
@@ -101,7 +101,7 @@ func (e *env) load(t testing.TB, name, src string, o config.WasmFilter) *Filter 
 	if err != nil {
 		t.Fatalf("Load: %v", err)
 	}
-	t.Cleanup(func() { f.Close() })
+	t.Cleanup(func() { _ = f.Close() })
 	return f
 }
 

@@ -91,7 +91,7 @@ func (f *Filter) newInstance(ctx context.Context) (in *instance, err error) {
 	in.interruptG, _ = mod.ExportedGlobal(instrument.InterruptExport).(api.MutableGlobal)
 	in.growFailed = mod.ExportedGlobal(instrument.GrowFailedExport)
 	if in.fn == nil || in.interruptG == nil || in.growFailed == nil {
-		mod.Close(context.Background())
+		_ = mod.Close(context.Background())
 		return nil, errors.New("internal error: instrumented exports missing")
 	}
 	f.host.wd.register(in)
@@ -167,7 +167,7 @@ func (in *instance) close() {
 	if in.cancel != nil {
 		in.cancel()
 	}
-	in.mod.Close(context.Background())
+	_ = in.mod.Close(context.Background())
 }
 
 // invoke calls fn with in.stack under timeout and classifies a failure.

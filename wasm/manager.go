@@ -97,12 +97,12 @@ func NewManager(ctx context.Context, opts ManagerOptions) (*Manager, error) {
 		m.current, err = m.build(ctx, files, nil)
 	}
 	if err != nil {
-		host.Close()
+		_ = host.Close()
 		return nil, err
 	}
 	if err := m.watch(); err != nil {
 		m.closeList(m.current)
-		host.Close()
+		_ = host.Close()
 		return nil, err
 	}
 	if opts.Apply != nil {
@@ -151,7 +151,7 @@ func (m *Manager) Close() error {
 	}
 	m.closed = true
 	if m.watcher != nil {
-		m.watcher.Close()
+		_ = m.watcher.Close()
 	}
 	m.closeList(m.current)
 	m.current = nil
@@ -160,7 +160,7 @@ func (m *Manager) Close() error {
 
 func (m *Manager) closeList(ls []*loaded) {
 	for _, l := range ls {
-		l.f.Close()
+		_ = l.f.Close()
 	}
 }
 
@@ -287,7 +287,7 @@ func (m *Manager) watch() error {
 		}
 		seen[dir] = true
 		if err := w.Add(dir); err != nil {
-			w.Close()
+			_ = w.Close()
 			return fmt.Errorf("watch %s: %w", dir, err)
 		}
 	}
@@ -319,7 +319,9 @@ func (m *Manager) loop(ctx context.Context) {
 			}
 			m.log.Warn("watching filter directories", slog.Any("error", err))
 		case <-t.C:
-			m.Reload(ctx)
+			// Reload logs and counts its own failure; the watcher
+			// keeps running either way.
+			_ = m.Reload(ctx)
 		}
 	}
 }
@@ -379,7 +381,7 @@ func (m *Manager) reload(ctx context.Context) (err error) {
 		if s := byName[l.f.Name()]; s != nil {
 			l.f.setSuccessor(s)
 		}
-		l.f.Close() // waits for its in-flight calls
+		_ = l.f.Close() // waits for its in-flight calls
 	}
 	m.opts.Metrics.FilterReloads.WithLabelValues("ok").Inc()
 	m.log.Info("wasm filters reloaded", slog.Any("filters", m.names()))

@@ -63,7 +63,9 @@ func (c *configMap) update(files map[string][]byte) {
 	for _, e := range ents {
 		if e.Name()[0] != '.' {
 			if _, keep := files[e.Name()]; !keep {
-				os.Remove(filepath.Join(c.dir, e.Name()))
+				if err := os.Remove(filepath.Join(c.dir, e.Name())); err != nil {
+					t.Fatal(err)
+				}
 			}
 		}
 	}
@@ -76,7 +78,9 @@ func (c *configMap) update(files map[string][]byte) {
 		}
 	}
 	if old != "" {
-		os.RemoveAll(filepath.Join(c.dir, old))
+		if err := os.RemoveAll(filepath.Join(c.dir, old)); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 
@@ -128,7 +132,7 @@ func newManager(t *testing.T, m *metrics.Metrics, rec *recorder, entries ...conf
 		Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	})
 	if err == nil {
-		t.Cleanup(func() { mgr.Close() })
+		t.Cleanup(func() { _ = mgr.Close() })
 	}
 	return mgr, err
 }

@@ -20,7 +20,7 @@ func checkCommand(args []string, stdout, stderr io.Writer) int {
 	configPath := fs.String("config", config.DefaultPath, "path to the configuration file")
 	offline := fs.Bool("offline", false, "do not check that the files and directories the configuration names exist here")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: vmware-event-router check -config FILE [-offline]")
+		_, _ = fmt.Fprintln(stderr, "usage: vmware-event-router check -config FILE [-offline]")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -32,7 +32,7 @@ func checkCommand(args []string, stdout, stderr io.Writer) int {
 	}
 	data, err := os.ReadFile(*configPath)
 	if err != nil {
-		fmt.Fprintf(stderr, "vmware-event-router check: %v\n", err)
+		_, _ = fmt.Fprintf(stderr, "vmware-event-router check: %v\n", err)
 		return 1
 	}
 	parse := config.Parse
@@ -41,14 +41,14 @@ func checkCommand(args []string, stdout, stderr io.Writer) int {
 	}
 	cfg, err := parse(*configPath, data)
 	if err != nil {
-		fmt.Fprintf(stderr, "%v\n", err)
+		_, _ = fmt.Fprintf(stderr, "%v\n", err)
 		return 1
 	}
 	state := "no state directory (no checkpoints; dead letters to the log)"
 	if cfg.State != nil {
 		state = "state directory " + cfg.State.Dir
 	}
-	fmt.Fprintf(stdout, "%s: ok: stream %s, processor %s, %d filter entries, metrics on %s, %s\n",
+	_, _ = fmt.Fprintf(stdout, "%s: ok: stream %s, processor %s, %d filter entries, metrics on %s, %s\n",
 		*configPath, cfg.StreamProvider(), cfg.ProcessorProvider(), len(cfg.Filters), cfg.Metrics.Address, state)
 	return 0
 }

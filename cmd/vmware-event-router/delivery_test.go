@@ -81,7 +81,7 @@ func startProcess(t testing.TB, config, out string) *exec.Cmd {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { f.Close() })
+	t.Cleanup(func() { _ = f.Close() })
 	var stderr bytes.Buffer
 	cmd := exec.Command(routerBinary(t), "-config", config)
 	cmd.Stdout, cmd.Stderr = f, &stderr

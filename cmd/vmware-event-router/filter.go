@@ -48,7 +48,7 @@ func filterCommand(args []string, stdin io.Reader, stdout, stderr io.Writer) int
 	memLimit := fs.String("memory-limit", "16MiB", "the filter's memory_limit option")
 	verbose := fs.Bool("verbose", false, "show the module's log and output (debug level) on stderr")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: vmware-event-router filter -wasm FILE [-filter-config STRING] [EVENTS.jsonl]\n\n"+
+		_, _ = fmt.Fprintf(stderr, "Usage: vmware-event-router filter -wasm FILE [-filter-config STRING] [EVENTS.jsonl]\n\n"+
 			"Runs one filter module over CloudEvents (one JSON object a line; stdin without a file)\n"+
 			"and prints, per event: \"pass<TAB>EVENT\", \"replace<TAB>EVENT\", \"drop\" or \"error<TAB>REASON\".\n"+
 			"Exit status: 0 ok, 1 module refused (the daemon would not start with it), 2 usage,\n"+
@@ -67,17 +67,17 @@ func filterCommand(args []string, stdin io.Reader, stdout, stderr io.Writer) int
 	}
 	limit, err := config.ParseSize(*memLimit)
 	if err != nil {
-		fmt.Fprintf(stderr, "filter: -memory-limit: %v\n", err)
+		_, _ = fmt.Fprintf(stderr, "filter: -memory-limit: %v\n", err)
 		return filterExitUsage
 	}
 	in := stdin
 	if fs.NArg() == 1 {
 		f, err := os.Open(fs.Arg(0))
 		if err != nil {
-			fmt.Fprintf(stderr, "filter: %v\n", err)
+			_, _ = fmt.Fprintf(stderr, "filter: %v\n", err)
 			return filterExitRefused
 		}
-		defer f.Close()
+		defer func() { _ = f.Close() }()
 		in = f
 	}
 
@@ -88,10 +88,10 @@ func filterCommand(args []string, stdin io.Reader, stdout, stderr io.Writer) int
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	host, err := wasm.NewHost(wasm.HostOptions{Log: log})
 	if err != nil {
-		fmt.Fprintf(stderr, "filter: %v\n", err)
+		_, _ = fmt.Fprintf(stderr, "filter: %v\n", err)
 		return filterExitRefused
 	}
-	defer host.Close()
+	defer func() { _ = host.Close() }()
 	ctx := context.Background()
 	f, err := host.Load(ctx, *module, config.WasmFilter{
 		Address: *module, Timeout: *timeout, Config: *cfgOpt, MemoryLimit: limit, PoolSize: 1,
@@ -99,15 +99,14 @@ func filterCommand(args []string, stdin io.Reader, stdout, stderr io.Writer) int
 		OnError: config.OnErrorDeadLetter,
 	})
 	if err != nil {
-		fmt.Fprintf(stderr, "filter: module refused: %v\n", err)
+		_, _ = fmt.Fprintf(stderr, "filter: module refused: %v\n", err)
 		return filterExitRefused
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 
 	sc := bufio.NewScanner(in)
 	sc.Buffer(make([]byte, 64<<10), gateway.MaxEventSize+1)
 	out := bufio.NewWriter(stdout)
-	defer out.Flush()
 	code := filterExitOK
 	line := 0
 	for sc.Scan() {
@@ -118,26 +117,34 @@ func filterCommand(args []string, stdin io.Reader, stdout, stderr io.Writer) int
 		}
 		ev, err := gateway.ParseReplacement(text, &gateway.Event{})
 		if err != nil {
-			fmt.Fprintf(out, "error\tline %d: input is not a CloudEvent: %v\n", line, err)
+			_, _ = fmt.Fprintf(out, "error\tline %d: input is not a CloudEvent: %v\n", line, err)
 			code = filterExitEventErr
 			continue
 		}
 		r := f.Filter(ctx, ev)
 		switch r.Verdict {
 		case filters.Pass:
-			fmt.Fprintf(out, "pass\t%s\n", ev.JSON)
+			_, _ = fmt.Fprintf(out, "pass\t%s\n", ev.JSON)
 		case filters.Drop:
-			fmt.Fprintln(out, "drop")
+			_, _ = fmt.Fprintln(out, "drop")
 		case filters.Replace:
-			fmt.Fprintf(out, "replace\t%s\n", r.Event.JSON)
+			_, _ = fmt.Fprintf(out, "replace\t%s\n", r.Event.JSON)
 		default:
-			fmt.Fprintf(out, "error\tline %d: %v\n", line, r.Err)
+			_, _ = fmt.Fprintf(out, "error\tline %d: %v\n", line, r.Err)
 			code = filterExitEventErr
 		}
 	}
 	if err := sc.Err(); err != nil {
-		out.Flush()
-		fmt.Fprintf(stderr, "filter: reading events: line %d: %v\n", line+1, err)
+		// The verdicts so far are still worth showing; the read error
+		// below is the one to report.
+		_ = out.Flush()
+		_, _ = fmt.Fprintf(stderr, "filter: reading events: line %d: %v\n", line+1, err)
+		return filterExitRefused
+	}
+	// out keeps the first write error of the loop and returns it here, so a
+	// verdict lost on a broken stdout is not reported as success.
+	if err := out.Flush(); err != nil {
+		_, _ = fmt.Fprintf(stderr, "filter: writing verdicts: %v\n", err)
 		return filterExitRefused
 	}
 	return code

@@ -35,11 +35,17 @@ func TestFilterCommand(t *testing.T) {
 	subjectMap := examplePath(t, "subject-map", "subject-map.wasm")
 	dir := t.TempDir()
 	garbage := filepath.Join(dir, "garbage.wasm")
-	os.WriteFile(garbage, []byte("not wasm"), 0o644)
+	if err := os.WriteFile(garbage, []byte("not wasm"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	empty := filepath.Join(dir, "empty.wasm")
-	os.WriteFile(empty, []byte("\x00asm\x01\x00\x00\x00"), 0o644)
+	if err := os.WriteFile(empty, []byte("\x00asm\x01\x00\x00\x00"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	events := filepath.Join(dir, "events.jsonl")
-	os.WriteFile(events, []byte(offEvent+"\n\n"+onEvent+"\n"), 0o644)
+	if err := os.WriteFile(events, []byte(offEvent+"\n\n"+onEvent+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 
 	for _, tc := range []struct {
 		name      string

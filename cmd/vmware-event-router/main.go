@@ -78,7 +78,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		switch args[0] {
 		case "version":
 			v, c := versionInfo()
-			fmt.Fprintf(stdout, "commit: %s\nversion: %s\n", c, v)
+			_, _ = fmt.Fprintf(stdout, "commit: %s\nversion: %s\n", c, v)
 			return 0
 		case "filter":
 			return filterCommand(args[1:], os.Stdin, stdout, stderr)
@@ -94,13 +94,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	verbose := fs.Bool("verbose", false, "print event handling information")
 	fs.Usage = func() {
 		v, c := versionInfo()
-		fmt.Fprintf(stderr, "%s\n\nUsage of %s:\n\n", banner, "vmware-event-router")
+		_, _ = fmt.Fprintf(stderr, "%s\n\nUsage of %s:\n\n", banner, "vmware-event-router")
 		fs.PrintDefaults()
-		fmt.Fprintf(stderr, "\nVerbs:\n  version                                  print commit and version\n"+
+		_, _ = fmt.Fprintf(stderr, "\nVerbs:\n  version                                  print commit and version\n"+
 			"  filter -wasm FILE [-filter-config S] [EVENTS.jsonl]  run one filter module over events\n"+
 			"  replay -config FILE DEADLETTER.jsonl     send dead letters back to the processor\n"+
 			"  check -config FILE [-offline]            validate a configuration file and exit\n")
-		fmt.Fprintf(stderr, "\ncommit: %s\nversion: %s\n", c, v)
+		_, _ = fmt.Fprintf(stderr, "\ncommit: %s\nversion: %s\n", c, v)
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -109,19 +109,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "vmware-event-router: unexpected argument %q (see -h)\n", fs.Arg(0))
+		_, _ = fmt.Fprintf(stderr, "vmware-event-router: unexpected argument %q (see -h)\n", fs.Arg(0))
 		return 2
 	}
 	log := newLogger(stderr, *verbose)
 
 	cfg, err := config.Load(*configPath)
 	if err != nil {
-		fmt.Fprintf(stderr, "vmware-event-router: invalid configuration, not starting:\n%v\n", err)
+		_, _ = fmt.Fprintf(stderr, "vmware-event-router: invalid configuration, not starting:\n%v\n", err)
 		return 1
 	}
 	d, err := newDaemon(ctx, cfg, stdout, log)
 	if err != nil {
-		fmt.Fprintf(stderr, "vmware-event-router: not starting: %v\n", err)
+		_, _ = fmt.Fprintf(stderr, "vmware-event-router: not starting: %v\n", err)
 		return 1
 	}
 	if err := d.run(ctx); err != nil {

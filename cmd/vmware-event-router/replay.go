@@ -29,7 +29,7 @@ func replayCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 	configPath := fs.String("config", config.DefaultPath, "path to the router's configuration file")
 	verbose := fs.Bool("verbose", false, "print event handling information")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: vmware-event-router replay -config FILE DEADLETTER.jsonl")
+		_, _ = fmt.Fprintln(stderr, "usage: vmware-event-router replay -config FILE DEADLETTER.jsonl")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -42,18 +42,18 @@ func replayCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 	log := newLogger(stderr, *verbose)
 	cfg, err := config.Load(*configPath)
 	if err != nil {
-		fmt.Fprintf(stderr, "vmware-event-router replay: invalid configuration:\n%v\n", err)
+		_, _ = fmt.Fprintf(stderr, "vmware-event-router replay: invalid configuration:\n%v\n", err)
 		return 1
 	}
 	f, err := os.Open(fs.Arg(0))
 	if err != nil {
-		fmt.Fprintf(stderr, "vmware-event-router replay: %v\n", err)
+		_, _ = fmt.Fprintf(stderr, "vmware-event-router replay: %v\n", err)
 		return 1
 	}
 	letters, err := deadletter.Read(f, fs.Arg(0))
-	f.Close()
+	_ = f.Close()
 	if err != nil {
-		fmt.Fprintf(stderr, "vmware-event-router replay: %v\n", err)
+		_, _ = fmt.Fprintf(stderr, "vmware-event-router replay: %v\n", err)
 		return 1
 	}
 
@@ -67,14 +67,14 @@ func replayCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 	}
 	p, err := newPipeline(ctx, cfg, metrics.New(), stdout, log, finished)
 	if err != nil {
-		fmt.Fprintf(stderr, "vmware-event-router replay: %v\n", err)
+		_, _ = fmt.Fprintf(stderr, "vmware-event-router replay: %v\n", err)
 		return 1
 	}
 	defer p.closeAll()
 	procCtx, stopProc := context.WithCancel(ctx)
 	defer stopProc()
 	if err := p.processor.Start(procCtx); err != nil {
-		fmt.Fprintf(stderr, "vmware-event-router replay: processor %s: %v\n", cfg.ProcessorProvider(), err)
+		_, _ = fmt.Fprintf(stderr, "vmware-event-router replay: processor %s: %v\n", cfg.ProcessorProvider(), err)
 		return 1
 	}
 	for i, l := range letters {
@@ -102,14 +102,14 @@ func replayCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 			}
 		}
 		if err != nil {
-			fmt.Fprintf(stderr, "vmware-event-router replay: interrupted: %v\n", err)
+			_, _ = fmt.Fprintf(stderr, "vmware-event-router replay: interrupted: %v\n", err)
 			return 1
 		}
 	}
 	waitCtx, cancel := context.WithTimeout(ctx, replayTimeout)
 	defer cancel()
 	closeErr := p.disp.Close(waitCtx)
-	fmt.Fprintf(stderr, "replayed %d dead letters: %d delivered, %d dead-lettered again, %d dropped by filters\n",
+	_, _ = fmt.Fprintf(stderr, "replayed %d dead letters: %d delivered, %d dead-lettered again, %d dropped by filters\n",
 		len(letters), delivered.Load(), failed.Load(), dropped.Load())
 	if closeErr != nil || failed.Load() > 0 {
 		return 1

@@ -77,7 +77,7 @@ func (s *Sink) open() error {
 	}
 	fi, err := f.Stat()
 	if err != nil {
-		f.Close()
+		_ = f.Close()
 		return fmt.Errorf("dead-letter file: %w", err)
 	}
 	s.f, s.size = f, fi.Size()

@@ -48,7 +48,7 @@ func TestWriteReadRotate(t *testing.T) {
 		}
 	}
 	f, _ := os.Open(filepath.Join(dir, FileName))
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	lines, err := Read(f, FileName)
 	if err != nil {
 		t.Fatal(err)

@@ -36,13 +36,13 @@ func get(t *testing.T, url, user, pass string) (int, http.Header, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	body, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, resp.Header, string(body)
 }
 
 func TestServerAuthAndProbes(t *testing.T) {
-	var notReady error = errors.New("stream vmware_vcenter: connecting")
+	notReady := errors.New("stream vmware_vcenter: connecting")
 	_, base := startServer(t, ServerOptions{Username: "admin", Password: "s3cret", Ready: func() error { return notReady }})
 	tests := []struct {
 		path, user, pass string

@@ -381,21 +381,21 @@ func TestDeliverErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	refused := "http://" + free.Addr().String()
-	free.Close()
+	_ = free.Close()
 
 	// silent: accepts TCP, never speaks TLS.
 	silent, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { silent.Close() })
+	t.Cleanup(func() { _ = silent.Close() })
 	go func() {
 		for {
 			c, err := silent.Accept()
 			if err != nil {
 				return
 			}
-			t.Cleanup(func() { c.Close() })
+			t.Cleanup(func() { _ = c.Close() })
 		}
 	}()
 

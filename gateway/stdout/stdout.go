@@ -48,8 +48,10 @@ func (p *Processor) Deliver(_ context.Context, _ string, evs []*gateway.Event) [
 	defer p.mu.Unlock()
 	errs := make([]error, len(evs))
 	for _, ev := range evs {
-		p.w.Write(ev.JSON)
-		p.w.WriteByte('\n')
+		// A bufio.Writer keeps its first write error and returns it
+		// from Flush, which is checked below.
+		_, _ = p.w.Write(ev.JSON)
+		_ = p.w.WriteByte('\n')
 	}
 	if err := p.w.Flush(); err != nil {
 		// A closed stdout (the reader of a pipe went away) will not come

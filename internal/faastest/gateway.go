@@ -399,7 +399,7 @@ func (q *queue) invoke(id string, req *types.QueueRequest) {
 		return
 	}
 	result, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	_ = resp.Body.Close()
 	if req.CallbackURL == nil {
 		return
 	}
@@ -412,6 +412,6 @@ func (q *queue) invoke(id string, req *types.QueueRequest) {
 	cb.Header.Set("X-Function-Status", fmt.Sprint(resp.StatusCode))
 	if cresp, err := http.DefaultClient.Do(cb); err == nil {
 		_, _ = io.Copy(io.Discard, cresp.Body)
-		cresp.Body.Close()
+		_ = cresp.Body.Close()
 	}
 }

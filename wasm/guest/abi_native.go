@@ -49,9 +49,11 @@ func copyOut(b, data []byte) int {
 	return len(data)
 }
 
-func hostReadEvent(b []byte) int    { return copyOut(b, native.event) }
-func hostGetConfig(b []byte) int    { return copyOut(b, []byte(native.config)) }
-func hostSetOutput(b []byte)        { native.out = append([]byte(nil), b...) }
-func hostSetError(msg string)       { native.errMsg = msg }
-func hostLogEnabled(int32) bool     { return true }
-func hostLog(level int32, m string) { fmt.Fprintf(native.log, "guest log level=%d: %s\n", level, m) }
+func hostReadEvent(b []byte) int { return copyOut(b, native.event) }
+func hostGetConfig(b []byte) int { return copyOut(b, []byte(native.config)) }
+func hostSetOutput(b []byte)     { native.out = append([]byte(nil), b...) }
+func hostSetError(msg string)    { native.errMsg = msg }
+func hostLogEnabled(int32) bool  { return true }
+func hostLog(level int32, m string) {
+	_, _ = fmt.Fprintf(native.log, "guest log level=%d: %s\n", level, m)
+}

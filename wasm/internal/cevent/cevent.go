@@ -385,11 +385,11 @@ func (s *scanner) str() (start, end int, escaped bool, err error) {
 			s.i = i
 			return 0, 0, false, errEnd
 		}
-		switch c := b[i]; {
-		case c == '"':
+		switch b[i] {
+		case '"':
 			s.i = i + 1
 			return start, i, escaped, nil
-		case c == '\\':
+		case '\\':
 			escaped = true
 			if i+1 >= len(b) {
 				s.i = i

@@ -906,22 +906,22 @@ func (m *module) rewriteBody(w, body []byte) ([]byte, error) {
 
 // skipImmediates advances past the immediates of op, whose byte was read.
 func (r *reader) skipImmediates(op byte) error {
-	switch {
-	case op == 0x0e: // br_table
+	switch op {
+	case 0x0e: // br_table
 		n := r.u32()
 		for i := uint32(0); i <= n; i++ {
 			r.u32()
 		}
-	case op == 0x1c: // select t*
+	case 0x1c: // select t*
 		n := r.u32()
 		for i := uint32(0); i < n; i++ {
 			r.byte()
 		}
-	case op == 0xfc:
+	case 0xfc:
 		return r.skipFC()
-	case op == 0xfd:
+	case 0xfd:
 		return r.skipSIMD()
-	case op == 0xfe:
+	case 0xfe:
 		return errors.New("threads (atomic) instructions are not supported")
 	default:
 		return fmt.Errorf("unknown instruction %#x at offset %d", op, r.pos-1)

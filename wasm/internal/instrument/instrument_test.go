@@ -25,7 +25,7 @@ func instantiate(t *testing.T, bin []byte, opts instrument.Options) (api.Module,
 		rc = rc.WithMemoryLimitPages(opts.MemoryLimitPages)
 	}
 	r := wazero.NewRuntimeWithConfig(ctx, rc)
-	t.Cleanup(func() { r.Close(ctx) })
+	t.Cleanup(func() { _ = r.Close(ctx) })
 	mod, err := r.InstantiateWithConfig(ctx, out.Binary, wazero.NewModuleConfig().WithStartFunctions())
 	if err != nil {
 		t.Fatalf("instantiate rewritten module: %v", err)
@@ -219,7 +219,7 @@ func FuzzRewrite(f *testing.F) {
 		}
 		ctx := context.Background()
 		r := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfigInterpreter())
-		defer r.Close(ctx)
+		defer func() { _ = r.Close(ctx) }()
 		if _, err := r.CompileModule(ctx, bin); err != nil {
 			return
 		}

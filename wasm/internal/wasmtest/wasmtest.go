@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"testing"
 )
 
@@ -76,7 +75,12 @@ func CFile(t testing.TB, path string) []byte {
 func GoPackage(t testing.TB, dir string) []byte {
 	t.Helper()
 	out := filepath.Join(t.TempDir(), "m.wasm")
-	goTool := filepath.Join(runtime.GOROOT(), "bin", "go")
+	// go test puts its own GOROOT/bin first in the test's PATH, so this
+	// finds the toolchain running the tests.
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		t.Fatalf("go tool not found in PATH: %v", err)
+	}
 	run(t, dir, []string{"GOOS=wasip1", "GOARCH=wasm"}, goTool, "build", "-buildmode=c-shared", "-o", out, ".")
 	return read(t, out)
 }
