@@ -20,7 +20,7 @@ BIN         := bin/vmware-event-router
 GOLANGCI    := github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0
 TEST_FLAGS  ?= -race -count=1 -timeout 9m
 
-.PHONY: all binary test test-deps vet check bench bench-e2e image static-check clean
+.PHONY: all binary test test-deps fmt-check vet check bench bench-e2e image static-check clean
 
 all: binary
 
@@ -45,11 +45,13 @@ test-deps:
 vet:
 	$(GO) vet ./...
 
-test: test-deps vet static-check
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+test: test-deps fmt-check vet static-check
 	$(GO) test $(TEST_FLAGS) ./...
 
-check: vet
-	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt:"; echo "$$out"; exit 1; fi
+check: fmt-check vet
 	$(GO) run $(GOLANGCI) run ./...
 
 bench:
