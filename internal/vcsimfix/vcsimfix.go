@@ -10,13 +10,15 @@ import (
 	"github.com/vmware/govmomi/simulator"
 )
 
-// SerializeCollectorDestroy works around a data race in the simulator: it
-// posts an event by iterating over its event collectors while holding the
-// EventManager's lock, but DestroyCollector removes a collector from that
-// map holding only the collector's lock. A DestroyCollector concurrent with
-// an event (a stream dropping a stale reader while events are posted) can
-// then crash the process with "concurrent map iteration and map write".
-// DestroyCollector requests are made to hold the EventManager's lock first,
+// SerializeCollectorDestroy works around two data races in the simulator.
+// It posts an event by iterating over its event collectors and appending to
+// the event history while holding the EventManager's lock, but
+// DestroyCollector removes a collector from that map, and
+// SetCollectorPageSize refills a collector's page from that history,
+// holding only the collector's lock. Either, concurrent with an event (a
+// stream creating or dropping a reader while events are posted), races; the
+// first can crash the process with "concurrent map iteration and map
+// write". These two requests are made to hold the EventManager's lock first,
 // in the order PostEvent takes the two locks. It must be called before the
 // model's server is created: it routes "POST /sdk" (more specific than the
 // simulator's own "/sdk") through the serialization.
@@ -32,7 +34,7 @@ func SerializeCollectorDestroy(model *simulator.Model) {
 			return
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
-		if !bytes.Contains(body, []byte("DestroyCollector")) {
+		if !bytes.Contains(body, []byte("DestroyCollector")) && !bytes.Contains(body, []byte("SetCollectorPageSize")) {
 			svc.ServeSDK(w, r)
 			return
 		}
