@@ -242,6 +242,9 @@ func (g *generator) cycles(ctx context.Context, c *vim25.Client, n int) int {
 				return n + 1
 			}
 			if st.what == "create" {
+				if info == nil {
+					return n + 1 // ctx ended while waiting: no task info
+				}
 				ref, ok := info.Result.(types.ManagedObjectReference)
 				if !ok {
 					// WaitForResult can return without a result when ctx
