@@ -27,6 +27,15 @@ func (s *LogSink) Write(ctx context.Context, dl DeadLetter) error {
 		slog.String("reason", dl.Reason),
 		slog.String("error", dl.Error),
 		slog.Int("attempts", dl.Attempts),
-		slog.String("event", string(dl.Event.JSON)))
+		slog.String("event", letterEvent(dl)))
 	return nil
+}
+
+// letterEvent is what a log line shows of a letter's event: the CloudEvent,
+// or the raw XML of one the stream could not decode.
+func letterEvent(dl DeadLetter) string {
+	if dl.Event == nil {
+		return dl.Raw
+	}
+	return string(dl.Event.JSON)
 }

@@ -178,7 +178,12 @@ func (d *Dispatcher) SubmitTo(ctx context.Context, ev *Event, dests []string) er
 // Done records an event that needs no delivery (a filter dropped or
 // dead-lettered it), so the watermark moves past it.
 func (d *Dispatcher) Done(ev *Event) {
-	d.ledger.add(ev.Position(), 0)
+	d.DoneAt(ev.Position())
+}
+
+// DoneAt records a position that needs no delivery (an undecodable event).
+func (d *Dispatcher) DoneAt(pos Position) {
+	d.ledger.add(pos, 0)
 }
 
 // Watermark returns the position below which every event is finished, and
@@ -198,7 +203,7 @@ func (d *Dispatcher) DeadLetter(ctx context.Context, dl DeadLetter) {
 	d.o.Metrics.DeadLetters.WithLabelValues(d.o.ProcessorName, dl.Reason).Inc()
 	if err := d.o.Sink.Write(ctx, dl); err != nil {
 		d.o.Log.Error("dead-letter sink failed; the event follows in this log line", "err", err,
-			"reason", dl.Reason, "event", string(dl.Event.JSON))
+			"reason", dl.Reason, "event", letterEvent(dl))
 	}
 }
 

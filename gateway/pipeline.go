@@ -30,6 +30,19 @@ type StreamHandler interface {
 	Resume(instanceUUID, source string, now time.Time) (pos Position, ok bool)
 	// Handle takes one event. It returns an error only when ctx is done.
 	Handle(ctx context.Context, ev *Event) error
+	// Undecodable takes an event whose XML the stream could not decode:
+	// it is dead-lettered (origin "stream", the raw XML in u.Raw) and its
+	// position acknowledged, so the stream moves on. It returns an error
+	// only when ctx is done.
+	Undecodable(ctx context.Context, u Undecodable) error
+}
+
+// Undecodable is an event a stream read but could not decode.
+type Undecodable struct {
+	Position Position // its key and CreatedTime, when readable (else the zero Time)
+	Source   string   // the vCenter URL
+	Raw      string   // the event's XML as vCenter sent it (possibly truncated)
+	Err      error    // why it does not decode
 }
 
 // Subscription says whether anything downstream wants an event. It is a
@@ -137,11 +150,16 @@ type Origin string
 const (
 	OriginFilter    Origin = "filter"
 	OriginProcessor Origin = "processor"
+	// OriginStream: the stream could not decode the event; the letter has
+	// no Event, only Raw. Replay lists such letters and skips them.
+	OriginStream Origin = "stream"
 )
 
 // DeadLetter is an event the router gave up on, with why.
 type DeadLetter struct {
-	Event       *Event
+	Event       *Event // nil for OriginStream
+	Raw         string // OriginStream: the undecodable XML
+	Position    Position
 	Origin      Origin
 	Processor   string // processor provider, for OriginProcessor
 	Destination string // function or bus, for OriginProcessor

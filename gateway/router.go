@@ -42,6 +42,24 @@ func (r *Router) Resume(instanceUUID, source string, now time.Time) (Position, b
 	return r.resume(instanceUUID, source, now)
 }
 
+// Undecodable implements StreamHandler: the raw event becomes a dead letter
+// with origin "stream", and its position is acknowledged.
+func (r *Router) Undecodable(ctx context.Context, u Undecodable) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	msg := ""
+	if u.Err != nil {
+		msg = u.Err.Error()
+	}
+	r.log.Error("undecodable event dead-lettered; the stream moves on", "key", u.Position.Key,
+		"created_time", u.Position.Time, "err", u.Err)
+	r.disp.DeadLetter(ctx, DeadLetter{Origin: OriginStream, Raw: u.Raw, Position: u.Position,
+		Reason: "undecodable", Error: msg, Attempts: 1})
+	r.disp.DoneAt(u.Position)
+	return nil
+}
+
 // Handle implements StreamHandler: filter, then queue for delivery. It
 // blocks while the destinations' queues are full.
 func (r *Router) Handle(ctx context.Context, ev *Event) error {

@@ -21,17 +21,21 @@ type Metrics struct {
 	StreamEvents         *prometheus.CounterVec // stream
 	StreamConnected      *prometheus.GaugeVec   // stream
 	StreamLastEventTime  *prometheus.GaugeVec   // stream
-	StreamUndecodable    *prometheus.CounterVec // stream
+	StreamUndecodable    *prometheus.CounterVec // stream, result (handed_on, dead_letter)
+	StreamLate           *prometheus.CounterVec // stream
 	StreamMissed         *prometheus.CounterVec // stream
 	FilterVerdicts       *prometheus.CounterVec // filter, verdict
 	FilterErrors         *prometheus.CounterVec // filter, kind
 	FilterDuration       *prometheus.HistogramVec
 	FilterReloads        *prometheus.CounterVec // result
+	FilterBreakerOpen    *prometheus.GaugeVec   // filter
 	Deliveries           *prometheus.CounterVec // processor, destination, result
 	DeliveryDuration     *prometheus.HistogramVec
 	DeliveryLag          *prometheus.HistogramVec
 	QueueDepth           *prometheus.GaugeVec   // processor, destination
+	DestinationHeld      *prometheus.GaugeVec   // processor, destination
 	DeadLetters          *prometheus.CounterVec // processor, reason
+	DeadLetterSinkFull   prometheus.Gauge
 	EBBatchEntries       prometheus.Histogram
 	EBFailedEntries      *prometheus.CounterVec // code
 	EBRuleSyncs          *prometheus.CounterVec // result
@@ -40,6 +44,7 @@ type Metrics struct {
 	OpenFaaSLastRefresh  prometheus.Gauge
 	CheckpointWrites     *prometheus.CounterVec // result
 	WatermarkLag         *prometheus.GaugeVec   // stream
+	WatermarkPending     *prometheus.GaugeVec   // stream
 	ReplayWindowExceeded *prometheus.CounterVec // stream
 }
 
@@ -55,30 +60,42 @@ func New() *Metrics {
 		StreamEvents:        f.counter("eventrouter_stream_events_total", "Events read from the stream.", "stream"),
 		StreamConnected:     f.gauge("eventrouter_stream_connected", "1 while the stream is connected to its source.", "stream"),
 		StreamLastEventTime: f.gauge("eventrouter_stream_last_event_timestamp_seconds", "CreatedTime of the last event read, in Unix seconds.", "stream"),
-		StreamUndecodable:   f.counter("eventrouter_stream_undecodable_events_total", "Events whose type the SDK could not decode, handed on with their type name.", "stream"),
-		StreamMissed:        f.counter("eventrouter_stream_missed_events_total", "Events vCenter pruned from its history before they were read.", "stream"),
-		FilterVerdicts:      f.counter("eventrouter_filter_verdicts_total", "Filter verdicts.", "filter", "verdict"),
-		FilterErrors:        f.counter("eventrouter_filter_errors_total", "Filter errors by kind.", "filter", "kind"),
+		StreamUndecodable: f.counter("eventrouter_stream_undecodable_events_total",
+			"Events the SDK could not decode: handed_on (unknown type, passed on by its type name) or dead_letter (XML that does not decode).", "stream", "result"),
+		StreamLate: f.counter("eventrouter_stream_late_events_total",
+			"Events that became visible after events created later had been read (CreatedTime before the cursor).", "stream"),
+		StreamMissed:   f.counter("eventrouter_stream_missed_events_total", "Events vCenter pruned from its history before they were read.", "stream"),
+		FilterVerdicts: f.counter("eventrouter_filter_verdicts_total", "Filter verdicts.", "filter", "verdict"),
+		FilterErrors:   f.counter("eventrouter_filter_errors_total", "Filter errors by kind.", "filter", "kind"),
 		FilterDuration: f.histogram("eventrouter_filter_duration_seconds", "Time a filter took per event.",
 			[]float64{1e-6, 5e-6, 2e-5, 1e-4, 5e-4, 2e-3, 1e-2, 5e-2, 0.25, 1}, "filter"),
 		FilterReloads: f.counter("eventrouter_filter_reloads_total", "Filter chain reloads.", "result"),
-		Deliveries:    f.counter("eventrouter_processor_deliveries_total", "Delivery attempts by result.", "processor", "destination", "result"),
+		FilterBreakerOpen: f.gauge("eventrouter_filter_breaker_open",
+			"1 while a filter's breaker is open: after consecutive failures its on_error applies without calling it.", "filter"),
+		Deliveries: f.counter("eventrouter_processor_deliveries_total", "Delivery attempts by result.", "processor", "destination", "result"),
 		DeliveryDuration: f.histogram("eventrouter_processor_delivery_duration_seconds", "Time one delivery call took.",
 			prometheus.ExponentialBuckets(0.001, 2.5, 12), "processor"),
 		DeliveryLag: f.histogram("eventrouter_delivery_lag_seconds", "Time from the event's CreatedTime to its delivery.",
 			prometheus.ExponentialBuckets(0.005, 2.5, 14), "processor"),
-		QueueDepth:           f.gauge("eventrouter_queue_depth", "Events waiting for a destination.", "processor", "destination"),
-		DeadLetters:          f.counter("eventrouter_dead_letters_total", "Events given up on.", "processor", "reason"),
-		EBFailedEntries:      f.counter("eventrouter_eventbridge_failed_entries_total", "PutEvents entries EventBridge rejected, by error code.", "code"),
-		EBRuleSyncs:          f.counter("eventrouter_eventbridge_rule_syncs_total", "EventBridge rule syncs.", "result"),
-		OpenFaaSRefreshes:    f.counter("eventrouter_openfaas_refreshes_total", "OpenFaaS function listings (topic discovery).", "result"),
-		CheckpointWrites:     f.counter("eventrouter_checkpoint_writes_total", "Checkpoint writes.", "result"),
-		WatermarkLag:         f.gauge("eventrouter_watermark_lag_seconds", "Newest event read minus the acknowledged watermark.", "stream"),
+		QueueDepth: f.gauge("eventrouter_queue_depth", "Events waiting for a destination.", "processor", "destination"),
+		DestinationHeld: f.gauge("eventrouter_destination_held",
+			"1 while a destination is held as a whole (unreachable, throttled, credentials refused): no attempt is counted against its events.", "processor", "destination"),
+		DeadLetters:       f.counter("eventrouter_dead_letters_total", "Events given up on.", "processor", "reason"),
+		EBFailedEntries:   f.counter("eventrouter_eventbridge_failed_entries_total", "PutEvents entries EventBridge rejected, by error code.", "code"),
+		EBRuleSyncs:       f.counter("eventrouter_eventbridge_rule_syncs_total", "EventBridge rule syncs.", "result"),
+		OpenFaaSRefreshes: f.counter("eventrouter_openfaas_refreshes_total", "OpenFaaS function listings (topic discovery).", "result"),
+		CheckpointWrites:  f.counter("eventrouter_checkpoint_writes_total", "Checkpoint writes.", "result"),
+		WatermarkLag:      f.gauge("eventrouter_watermark_lag_seconds", "Newest event read minus the acknowledged watermark.", "stream"),
+		WatermarkPending: f.gauge("eventrouter_watermark_pending_events",
+			"Events read but not yet acknowledged (the watermark ledger); at its cap the stream is held.", "stream"),
 		ReplayWindowExceeded: f.counter("eventrouter_replay_window_exceeded_total", "Starts whose checkpoint was older than replay_window.", "stream"),
 	}
 	m.EBBatchEntries = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name: "eventrouter_eventbridge_batch_entries", Help: "Entries per PutEvents call.",
 		Buckets: []float64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10},
+	})
+	m.DeadLetterSinkFull = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "eventrouter_dead_letter_sink_full", Help: "1 while the dead-letter sink is full and holds deliveries (nothing is deleted).",
 	})
 	m.EBRuleLastSync = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "eventrouter_eventbridge_rule_last_sync_timestamp_seconds", Help: "Last successful rule sync, in Unix seconds.",
@@ -86,7 +103,7 @@ func New() *Metrics {
 	m.OpenFaaSLastRefresh = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "eventrouter_openfaas_last_refresh_timestamp_seconds", Help: "Last successful function listing, in Unix seconds.",
 	})
-	r.MustRegister(m.EBBatchEntries, m.EBRuleLastSync, m.OpenFaaSLastRefresh,
+	r.MustRegister(m.EBBatchEntries, m.EBRuleLastSync, m.DeadLetterSinkFull, m.OpenFaaSLastRefresh,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -23,7 +23,11 @@ type ServerOptions struct {
 	TLSKeyFile  string
 	// Ready returns nil when the router is ready, else why not (/readyz).
 	Ready func() error
-	Log   *slog.Logger
+	// Degraded, when set, lists the parts that work but not fully, one
+	// "stream NAME: reason" or "processor NAME: reason" each. /readyz stays
+	// 200 and prints each as a "degraded: " line after "ok".
+	Degraded func() []string
+	Log      *slog.Logger
 }
 
 // Server serves /stats, /metrics, /livez and /readyz.
@@ -91,6 +95,11 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 		}
 	}
 	_, _ = fmt.Fprintln(w, "ok")
+	if s.o.Degraded != nil {
+		for _, line := range s.o.Degraded() {
+			_, _ = fmt.Fprintf(w, "degraded: %s\n", line)
+		}
+	}
 }
 
 // auth wraps h with basic auth when a username is configured. Credentials

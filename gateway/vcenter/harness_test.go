@@ -50,6 +50,17 @@ type recorder struct {
 	resumes  int
 	uuid     string
 	notify   chan struct{} // if set, signalled after each event
+	bad      []gateway.Undecodable
+}
+
+func (r *recorder) Undecodable(ctx context.Context, u gateway.Undecodable) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	r.bad = append(r.bad, u)
+	r.mu.Unlock()
+	return nil
 }
 
 func (r *recorder) Resume(instanceUUID, source string, now time.Time) (gateway.Position, bool) {

@@ -179,7 +179,7 @@ func newStream(provider, source string, u *url.URL, user string, pass config.Sec
 		events:      m.StreamEvents.WithLabelValues(provider),
 		connected:   m.StreamConnected.WithLabelValues(provider),
 		lastEvent:   m.StreamLastEventTime.WithLabelValues(provider),
-		undecodable: m.StreamUndecodable.WithLabelValues(provider),
+		undecodable: m.StreamUndecodable.WithLabelValues(provider, "handed_on"),
 		missed:      m.StreamMissed.WithLabelValues(provider),
 		stat:        m.Stats.Register(provider, "stream", source),
 		notReady:    errors.New("not connected to vCenter yet"),

@@ -413,7 +413,7 @@ func TestUndecodable(t *testing.T) {
 	if got := h.withSubject("FutureThing"); len(got) != 1 {
 		t.Errorf("FutureThing handed on %d times, want 1", len(got))
 	}
-	if n := testutil.ToFloat64(m.StreamUndecodable.WithLabelValues("vmware_vcenter")); n != 2 {
+	if n := testutil.ToFloat64(m.StreamUndecodable.WithLabelValues("vmware_vcenter", "handed_on")); n != 2 {
 		t.Errorf("undecodable = %v, want 2", n)
 	}
 	checkOrdered(t, h.all())
