@@ -3,7 +3,7 @@
 #   make binary     build ./bin/vmware-event-router (static, version from git);
 #                   also the default target (the spec's `make` built the image:
 #                   that is `make image` here, since it needs a Docker engine)
-#   make test       everything CI runs: tools, go vet, all tests with -race
+#   make test       everything CI runs: tools, gofmt, go mod tidy, go vet, all tests with -race
 #   make check      gofmt, go vet, golangci-lint (pinned)
 #   make bench      micro benchmarks (go test -bench)
 #   make bench-e2e  end-to-end benchmark against the simulator
@@ -20,7 +20,7 @@ BIN         := bin/vmware-event-router
 GOLANGCI    := github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0
 TEST_FLAGS  ?= -race -count=1 -timeout 9m
 
-.PHONY: all binary test test-deps fmt-check vet check bench bench-e2e image static-check clean
+.PHONY: all binary test test-deps fmt-check tidy-check vet check bench bench-e2e image static-check clean
 
 all: binary
 
@@ -48,7 +48,12 @@ vet:
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 
-test: test-deps fmt-check vet static-check
+# tidy-check fails when go.mod or go.sum differ from what go mod tidy writes
+# (a dependency marked indirect that is imported, a stale checksum).
+tidy-check:
+	@out=$$($(GO) mod tidy -diff) || { echo "go.mod/go.sum are not tidy (run go mod tidy):"; echo "$$out"; exit 1; }
+
+test: test-deps fmt-check tidy-check vet static-check
 	$(GO) test $(TEST_FLAGS) ./...
 
 check: fmt-check vet
