@@ -91,7 +91,7 @@ type recorder struct {
 	chain *filters.Chain
 }
 
-func (r *recorder) apply(fs []filters.Filter) {
+func (r *recorder) apply(fs []filters.Filter) <-chan struct{} {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	names := make([]string, len(fs))
@@ -100,8 +100,9 @@ func (r *recorder) apply(fs []filters.Filter) {
 	}
 	r.lists = append(r.lists, names)
 	if r.chain != nil {
-		r.chain.SetUserFilters(fs)
+		return r.chain.SetUserFilters(fs)
 	}
+	return nil
 }
 
 func (r *recorder) last() []string {
