@@ -118,6 +118,9 @@ func NewManager(ctx context.Context, opts ManagerOptions) (*Manager, error) {
 		_ = host.Close()
 		return nil, err
 	}
+	// A reload that the watcher starts waits for the first list.
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	if err := m.watch(); err != nil {
 		m.closeList(first)
 		_ = host.Close()
@@ -529,7 +532,8 @@ func (m *Manager) loop(ctx context.Context) {
 
 // Reload re-scans the filter directories and, if any module changed,
 // builds and validates the whole new list, applies it, and closes the
-// replaced modules once their in-flight calls have returned. A failed
+// replaced modules once no event is left in the list they were in (see
+// ManagerOptions.Apply). A failed
 // reload keeps the running list. The watcher calls it after a change; it
 // is exported for tests and signals.
 func (m *Manager) Reload(ctx context.Context) error {
