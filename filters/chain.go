@@ -139,9 +139,13 @@ func (c *Chain) SetUserFilters(fs []Filter) (replacedIdle <-chan struct{}) {
 // a filter dropped it, or a *ChainError when a filter asks for it to be
 // dead-lettered.
 func (c *Chain) Run(ctx context.Context, ev *gateway.Event) (*gateway.Event, error) {
-	ev, err := c.runUser(ctx, ev)
-	if ev == nil || err != nil {
-		return nil, err
+	// An empty list has nothing to close: an event need not count itself
+	// into it (the common case of a router without filters).
+	if len(c.user.Load().filters) > 0 {
+		var err error
+		if ev, err = c.runUser(ctx, ev); ev == nil || err != nil {
+			return nil, err
+		}
 	}
 	// The routing filter runs outside the user's list: it may wait long
 	// for a processor's routing, and must not keep a replaced list open.
