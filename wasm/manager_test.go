@@ -451,17 +451,27 @@ func TestScanReadsOneConfigMapVersion(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		keepOld bool
+		files   []string // entries addressing files; none: the directory
 		want    map[string][]byte
 	}{
 		// The scan goes on in the version it resolved.
-		{"old version still there", true, v1},
+		{"old version still there", true, nil, v1},
 		// The version went away under the scan: it starts again.
-		{"old version removed", false, v2},
+		{"old version removed", false, nil, v2},
+		// Two entries of one ConfigMap read the same version.
+		{"file addresses", true, []string{"a.wasm", "b.wasm"}, map[string][]byte{"a.wasm": v1["a.wasm"], "b.wasm": v1["b.wasm"]}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cm := newConfigMap(t, v1)
 			cm.keepOld = tc.keepOld
-			m := &Manager{opts: ManagerOptions{Filters: []config.WasmFilter{entry(cm.dir)}}, log: slog.New(slog.DiscardHandler)}
+			entries := []config.WasmFilter{entry(cm.dir)}
+			if tc.files != nil {
+				entries = nil
+				for _, f := range tc.files {
+					entries = append(entries, entry(filepath.Join(cm.dir, f)))
+				}
+			}
+			m := &Manager{opts: ManagerOptions{Filters: entries}, log: slog.New(slog.DiscardHandler)}
 			swapped := false
 			m.afterRead = func(string) {
 				if !swapped {
