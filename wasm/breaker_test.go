@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"strings"
 	"sync"
@@ -275,5 +276,65 @@ func isClosed(ch <-chan struct{}) bool {
 		return true
 	default:
 		return false
+	}
+}
+
+// TestBreakerStates drives the state machine alone: one probe at a time,
+// a canceled probe hands over to the next event, the cool-down doubles up
+// to its cap and resets after a success.
+func TestBreakerStates(t *testing.T) {
+	clock := &fakeClock{t: time.Unix(1_000_000, 0)}
+	var b breaker
+	b.now = clock.now
+	b.enable(slog.New(slog.DiscardHandler))
+	fail := func() { b.failed(KindTimeout, errors.New("did not return")) }
+	for range breakerFailures - 1 {
+		fail()
+	}
+	if !b.allow() {
+		t.Fatal("open before the threshold")
+	}
+	fail()
+	if b.allow() {
+		t.Fatal("closed after the threshold")
+	}
+	want := []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 16 * time.Second, 30 * time.Second, 30 * time.Second}
+	for i, d := range want {
+		if b.cooldown != d {
+			t.Fatalf("opening %d: cool-down %s, want %s", i, b.cooldown, d)
+		}
+		clock.advance(d - time.Millisecond)
+		if b.allow() {
+			t.Fatalf("opening %d: probed before the cool-down ended", i)
+		}
+		clock.advance(time.Millisecond)
+		if !b.allow() {
+			t.Fatalf("opening %d: no probe after the cool-down", i)
+		}
+		if b.allow() {
+			t.Fatalf("opening %d: a second probe while the first runs", i)
+		}
+		if i == 0 {
+			// The probe never reached the module: the next event probes.
+			b.canceled()
+			if !b.allow() {
+				t.Fatal("no probe after a canceled one")
+			}
+		}
+		fail()
+	}
+	clock.advance(30 * time.Second)
+	if !b.allow() {
+		t.Fatal("no probe")
+	}
+	b.succeeded()
+	if b.state.Load() != breakerClosed || !b.allow() || !b.allow() {
+		t.Fatal("a good probe did not close the breaker")
+	}
+	for range breakerFailures {
+		fail()
+	}
+	if b.cooldown != time.Second {
+		t.Fatalf("cool-down %s after a close, want it back at 1s", b.cooldown)
 	}
 }

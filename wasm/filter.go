@@ -218,7 +218,8 @@ func (h *Host) load(ctx context.Context, path string, bin []byte, opts config.Wa
 
 // Filter runs the module on ev. Failures are counted, logged (rate-limited)
 // and turned into the filter's on_error policy: Pass, Drop, or Error (which
-// the chain dead-letters).
+// the chain dead-letters). While the breaker is open (breaker.go) the policy
+// applies without calling the module.
 func (f *Filter) Filter(ctx context.Context, ev *gateway.Event) filters.Result {
 	if !f.breaker.allow() {
 		return f.rejected()
