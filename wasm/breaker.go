@@ -52,14 +52,14 @@ type breaker struct {
 	state    atomic.Int32
 	failures atomic.Int32 // consecutive
 
-	mu       sync.Mutex
-	log      *slog.Logger
-	now      func() time.Time
-	min, max time.Duration
-	cooldown time.Duration // of the current opening
-	until    time.Time     // end of the cool-down
-	probing  bool          // a half-open probe is in flight
-	lastErr  error         // the failure that opened the breaker last
+	mu           sync.Mutex
+	log          *slog.Logger
+	now          func() time.Time
+	first, limit time.Duration // cool-down bounds
+	cooldown     time.Duration // of the current opening
+	until        time.Time     // end of the cool-down
+	probing      bool          // a half-open probe is in flight
+	lastErr      error         // the failure that opened the breaker last
 	// gauge and stat publish the state while the filter is in the running
 	// list (attach); a module replaced by a reload no longer touches them.
 	gauge prometheus.Gauge
@@ -74,8 +74,8 @@ func (b *breaker) enable(log *slog.Logger) {
 	if b.now == nil {
 		b.now = time.Now
 	}
-	if b.min == 0 {
-		b.min, b.max = breakerCooldownMin, breakerCooldownMax
+	if b.first == 0 {
+		b.first, b.limit = breakerCooldownMin, breakerCooldownMax
 	}
 	b.enabled.Store(true)
 }
@@ -176,10 +176,10 @@ func (b *breaker) failed(kind string, err error) {
 	case breakerClosed:
 		// A success may have reset the count since.
 		if b.failures.Load() >= breakerFailures {
-			b.open(b.min, kind, err)
+			b.open(b.first, kind, err)
 		}
 	case breakerHalfOpen:
-		b.open(min(2*b.cooldown, b.max), kind, err)
+		b.open(min(2*b.cooldown, b.limit), kind, err)
 	}
 	// Open: a call let through before the breaker opened.
 }
