@@ -40,8 +40,16 @@ type Result struct {
 	Verdict Verdict
 	// Event is the replacement, for Replace.
 	Event *gateway.Event
-	// Err says what went wrong, for Error.
+	// Err says what went wrong, for Error and for a Failed result.
 	Err error
+	// Failed says the filter gave no verdict of its own (a module that
+	// trapped, timed out, or was not called because its breaker is open):
+	// Verdict is what its on_error policy made of the failure. The chain
+	// counts it as an error verdict and acts on Verdict.
+	Failed bool
+	// Skipped says the filter was not run at all (its breaker is open), so
+	// the chain does not observe its duration.
+	Skipped bool
 }
 
 // Filter decides, per event, to pass, drop or replace it.

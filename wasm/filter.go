@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -69,8 +68,7 @@ type Filter struct {
 	pool      chan *instance
 	done      chan struct{}
 	closeOnce sync.Once
-	// successor serves calls that arrive after Close (see Filter).
-	successor atomic.Pointer[Filter]
+	breaker   breaker // see breaker.go
 
 	errors   map[string]prometheus.Counter
 	errLog   limiter
@@ -220,10 +218,15 @@ func (h *Host) load(ctx context.Context, path string, bin []byte, opts config.Wa
 
 // Filter runs the module on ev. Failures are counted, logged (rate-limited)
 // and turned into the filter's on_error policy: Pass, Drop, or Error (which
-// the chain dead-letters).
+// the chain dead-letters). While the breaker is open (breaker.go) the policy
+// applies without calling the module.
 func (f *Filter) Filter(ctx context.Context, ev *gateway.Event) filters.Result {
+	if !f.breaker.allow() {
+		return f.rejected()
+	}
 	in, err := f.acquire(ctx)
 	if err != nil {
+		f.breaker.canceled()
 		if errors.Is(err, errClosed) {
 			return f.late(ctx, ev)
 		}
@@ -245,6 +248,7 @@ func (f *Filter) Filter(ctx context.Context, ev *gateway.Event) filters.Result {
 	if kind != "" {
 		return f.failure(kind, err)
 	}
+	f.breaker.succeeded()
 	return res
 }
 
@@ -265,22 +269,17 @@ func (f *Filter) acquire(ctx context.Context) (*instance, error) {
 	}
 }
 
-// late serves a call that reached f after Close. The chain hands an event
-// the filter list it started with; when a reload swaps the list while the
-// event is between two filters, it may still call a filter of the old list
-// after that filter was closed. The newer version of the same module
-// serves it; a filter that the reload removed passes the event, as the new
-// chain would.
-func (f *Filter) late(ctx context.Context, ev *gateway.Event) filters.Result {
-	if s := f.successor.Load(); s != nil {
-		return s.Filter(ctx, ev)
-	}
-	f.log.Debug("event reached a filter removed by a reload: passed", slog.Int("key", int(ev.Key)))
+// late serves a call that reached f after Close. The Manager closes a
+// module only once no event is left in the lists holding it, so this
+// happens only while the router stops: the event passes.
+func (f *Filter) late(_ context.Context, ev *gateway.Event) filters.Result {
+	f.log.Debug("event reached a closed filter: passed", slog.Int("key", int(ev.Key)))
 	return filters.Result{Verdict: filters.Pass}
 }
 
 func (f *Filter) failure(kind string, err error) filters.Result {
 	f.errors[kind].Inc()
+	f.breaker.failed(kind, err)
 	if ok, suppressed := f.errLog.allow(); ok {
 		attrs := []slog.Attr{slog.String("kind", kind), slog.String("on_error", string(f.opts.OnError)), slog.Any("error", err)}
 		if suppressed > 0 {
@@ -288,18 +287,11 @@ func (f *Filter) failure(kind string, err error) filters.Result {
 		}
 		f.log.LogAttrs(context.Background(), slog.LevelWarn, "filter error", attrs...)
 	}
-	switch f.opts.OnError {
-	case config.OnErrorDrop:
-		return filters.Result{Verdict: filters.Drop}
-	case config.OnErrorDeadLetter:
-		return filters.Result{Verdict: filters.Error, Err: fmt.Errorf("%s: %w", kind, err)}
-	}
-	return filters.Result{Verdict: filters.Pass}
+	return f.onError(fmt.Errorf("%s: %w", kind, err))
 }
 
 // Close stops the filter once its in-flight calls have returned and
-// releases its instances and runtime. Calls that arrive later are served by
-// the successor set with setSuccessor, or passed.
+// releases its instances and runtime. Calls that arrive later pass.
 func (f *Filter) Close() error {
 	f.closeOnce.Do(func() {
 		close(f.done)
@@ -312,8 +304,6 @@ func (f *Filter) Close() error {
 	})
 	return nil
 }
-
-func (f *Filter) setSuccessor(s *Filter) { f.successor.Store(s) }
 
 // result turns a completed call's verdict into a filters.Result, or an
 // error kind.

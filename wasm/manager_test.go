@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -28,6 +29,9 @@ type configMap struct {
 	t   testing.TB
 	dir string
 	gen int
+	// keepOld leaves the previous version's directory in place after a
+	// swap (the kubelet removes it a moment later).
+	keepOld bool
 }
 
 func newConfigMap(t testing.TB, files map[string][]byte) *configMap {
@@ -77,7 +81,7 @@ func (c *configMap) update(files map[string][]byte) {
 			}
 		}
 	}
-	if old != "" {
+	if old != "" && !c.keepOld {
 		if err := os.RemoveAll(filepath.Join(c.dir, old)); err != nil {
 			t.Fatal(err)
 		}
@@ -91,7 +95,7 @@ type recorder struct {
 	chain *filters.Chain
 }
 
-func (r *recorder) apply(fs []filters.Filter) {
+func (r *recorder) apply(fs []filters.Filter) <-chan struct{} {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	names := make([]string, len(fs))
@@ -100,8 +104,9 @@ func (r *recorder) apply(fs []filters.Filter) {
 	}
 	r.lists = append(r.lists, names)
 	if r.chain != nil {
-		r.chain.SetUserFilters(fs)
+		return r.chain.SetUserFilters(fs)
 	}
+	return nil
 }
 
 func (r *recorder) last() []string {
@@ -369,5 +374,128 @@ func TestReloadTenFiltersUnderLoad(t *testing.T) {
 	s.finish(t)
 	if s.passed.Load() == 0 {
 		t.Fatal("no event went through")
+	}
+}
+
+// holdFilter holds the events with subject "hold" until released, telling
+// the test when one arrives: an event in flight in a slow filter.
+type holdFilter struct {
+	arrived chan struct{}
+	release chan struct{}
+}
+
+func (h *holdFilter) Name() string { return "hold" }
+func (h *holdFilter) Filter(_ context.Context, ev *gateway.Event) filters.Result {
+	if ev.Subject == "hold" {
+		h.arrived <- struct{}{}
+		<-h.release
+	}
+	return filters.Result{Verdict: filters.Pass}
+}
+
+// TestReloadEventFinishesWithItsList: an event in flight while a reload
+// swaps the list sees only the modules of the list it started with, and
+// those are closed only once it has finished.
+func TestReloadEventFinishesWithItsList(t *testing.T) {
+	m := metrics.New()
+	chain := filters.NewChain(filters.NewRouting(allSubscribed{}), slog.New(slog.DiscardHandler), m)
+	hold := &holdFilter{arrived: make(chan struct{}, 1), release: make(chan struct{})}
+	cm := newConfigMap(t, map[string][]byte{"rewrite.wasm": setSubject(t, "V1")})
+	mgr, err := NewManager(context.Background(), ManagerOptions{
+		Filters: []config.WasmFilter{entry(cm.dir)}, Metrics: m, Log: slog.New(slog.DiscardHandler), Debounce: 20 * time.Millisecond,
+		// The slow filter runs first, in every list.
+		Apply: func(fs []filters.Filter) <-chan struct{} {
+			return chain.SetUserFilters(append([]filters.Filter{hold}, fs...))
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = mgr.Close() })
+	old := mgr.Filters()[0].(*Filter)
+
+	type result struct {
+		out *gateway.Event
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		out, err := chain.Run(context.Background(), event("hold", "vm"))
+		done <- result{out, err}
+	}()
+	<-hold.arrived
+
+	// A new version of the module and an added module that drops all.
+	cm.update(map[string][]byte{"rewrite.wasm": setSubject(t, "V2"), "z-added.wasm": wasmtest.WAT(t, guest(`(i32.const 1)`, ""))})
+	eventually(t, "the reload", func() bool { return len(mgr.Filters()) == 2 })
+	if out, err := chain.Run(context.Background(), event("VmPoweredOffEvent", "vm")); out != nil || err != nil {
+		t.Fatalf("a new event: out %v, err %v, want dropped by the new list", out, err)
+	}
+	if isClosed(old.done) {
+		t.Fatal("the replaced module was closed under an event in flight")
+	}
+
+	close(hold.release)
+	r := <-done
+	if r.err != nil || r.out == nil || r.out.Subject != "V1" {
+		t.Fatalf("the held event: out %+v, err %v, want subject V1 from its own list", r.out, r.err)
+	}
+	eventually(t, "the replaced module closed", func() bool { return isClosed(old.done) })
+}
+
+// TestScanReadsOneConfigMapVersion swaps a ConfigMap in the middle of a
+// scan: the scan reads one version, never a mix.
+func TestScanReadsOneConfigMapVersion(t *testing.T) {
+	v1 := map[string][]byte{"a.wasm": []byte("a1"), "b.wasm": []byte("b1"), "c.wasm": []byte("c1")}
+	v2 := map[string][]byte{"a.wasm": []byte("a2"), "b.wasm": []byte("b2"), "d.wasm": []byte("d2")}
+	for _, tc := range []struct {
+		name    string
+		keepOld bool
+		files   []string // entries addressing files; none: the directory
+		want    map[string][]byte
+	}{
+		// The scan goes on in the version it resolved.
+		{"old version still there", true, nil, v1},
+		// The version went away under the scan: it starts again.
+		{"old version removed", false, nil, v2},
+		// Two entries of one ConfigMap read the same version.
+		{"file addresses", true, []string{"a.wasm", "b.wasm"}, map[string][]byte{"a.wasm": v1["a.wasm"], "b.wasm": v1["b.wasm"]}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cm := newConfigMap(t, v1)
+			cm.keepOld = tc.keepOld
+			entries := []config.WasmFilter{entry(cm.dir)}
+			if tc.files != nil {
+				entries = nil
+				for _, f := range tc.files {
+					entries = append(entries, entry(filepath.Join(cm.dir, f)))
+				}
+			}
+			m := &Manager{opts: ManagerOptions{Filters: entries}, log: slog.New(slog.DiscardHandler)}
+			swapped := false
+			m.afterRead = func(string) {
+				if !swapped {
+					swapped = true
+					cm.update(v2)
+				}
+			}
+			files, err := m.scan()
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, want := map[string]string{}, map[string]string{}
+			for _, f := range files {
+				if filepath.Dir(f.path) != cm.dir {
+					t.Errorf("path %s, want a name in %s", f.path, cm.dir)
+				}
+				got[filepath.Base(f.path)] = string(f.bin)
+			}
+			for name, b := range tc.want {
+				want[name] = string(b)
+			}
+			if !maps.Equal(got, want) {
+				t.Fatalf("read %v, want %v", got, want)
+			}
+		})
 	}
 }

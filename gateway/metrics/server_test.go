@@ -86,6 +86,7 @@ func TestStatsShape(t *testing.T) {
 	p.Invocation("VmPoweredOnEvent")
 	f := m.Stats.Register("filter:drop.wasm", "filter", "drop.wasm")
 	f.Verdict("drop")
+	f.SetBreaker("open")
 	m.Stats.Register("vmware_vcenter", "stream", "https://vc/sdk").Add(5)
 	m.StreamEvents.WithLabelValues("vmware_vcenter").Add(5)
 
@@ -110,6 +111,7 @@ func TestStatsShape(t *testing.T) {
 		EventsPerSec float64          `json:"events_per_sec"`
 		Invocations  map[string]int64 `json:"invocations"`
 		Verdicts     map[string]int64 `json:"verdicts"`
+		Breaker      *string          `json:"breaker"`
 	}
 	if err := json.Unmarshal(doc[StatsKey], &objs); err != nil {
 		t.Fatal(err)
@@ -117,8 +119,12 @@ func TestStatsShape(t *testing.T) {
 	if o := objs["openfaas"]; o.ProviderType != "processor" || o.EventsTotal != 2 || o.Invocations["VmPoweredOnEvent"] != 2 || o.EventsPerSec <= 0 {
 		t.Errorf("openfaas: %+v", o)
 	}
-	if o := objs["filter:drop.wasm"]; o.ProviderType != "filter" || o.Verdicts["drop"] != 1 || o.Verdicts["pass"] != 0 {
+	if o := objs["filter:drop.wasm"]; o.ProviderType != "filter" || o.Verdicts["drop"] != 1 || o.Verdicts["pass"] != 0 ||
+		o.Breaker == nil || *o.Breaker != "open" {
 		t.Errorf("filter: %+v", o)
+	}
+	if o := objs["openfaas"]; o.Breaker != nil {
+		t.Errorf("a processor has a breaker: %q", *o.Breaker)
 	}
 	if o := objs["vmware_vcenter"]; o.EventsTotal != 5 || o.Name != "https://vc/sdk" || o.Started.IsZero() {
 		t.Errorf("stream: %+v", o)

@@ -82,6 +82,7 @@ type Stat struct {
 	counts      [60]int64 // events in that second
 	invocations map[string]int64
 	verdicts    map[string]int64
+	breaker     string
 }
 
 // Add counts n events.
@@ -120,6 +121,14 @@ func (st *Stat) Verdict(v string) {
 	st.mu.Unlock()
 }
 
+// SetBreaker sets a filter's breaker state ("closed", "open",
+// "half_open"), shown as the object's "breaker".
+func (st *Stat) SetBreaker(state string) {
+	st.mu.Lock()
+	st.breaker = state
+	st.mu.Unlock()
+}
+
 type statJSON struct {
 	ProviderType string           `json:"provider_type"`
 	Name         string           `json:"name"`
@@ -128,6 +137,7 @@ type statJSON struct {
 	EventsPerSec float64          `json:"events_per_sec"`
 	Invocations  map[string]int64 `json:"invocations,omitempty"`
 	Verdicts     map[string]int64 `json:"verdicts,omitempty"`
+	Breaker      string           `json:"breaker,omitempty"`
 }
 
 func (st *Stat) snapshot() statJSON {
@@ -146,6 +156,7 @@ func (st *Stat) snapshot() statJSON {
 		window = max(up, 1)
 	}
 	out.EventsPerSec = float64(lastMinute) / window
+	out.Breaker = st.breaker
 	if st.invocations != nil {
 		out.Invocations = make(map[string]int64, len(st.invocations))
 		for k, v := range st.invocations {
