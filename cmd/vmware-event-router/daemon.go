@@ -39,7 +39,8 @@ type pipeline struct {
 	processor gateway.Processor
 	disp      *gateway.Dispatcher
 	chain     *filters.Chain
-	filters   *wasm.Manager // nil without filter entries
+	filters   *wasm.Manager    // nil without filter entries
+	sink      *deadletter.Sink // nil without a state directory; Degraded() for /readyz
 
 	// closers undo what was built, in reverse order.
 	closers []func()
@@ -91,12 +92,12 @@ func newPipeline(ctx context.Context, cfg *config.Config, m *metrics.Metrics, ou
 	p.closers = append(p.closers, func() { _ = p.processor.Close() })
 	disp.Processor = p.processor
 	if cfg.State != nil {
-		sink, err := deadletter.NewSink(filepath.Join(cfg.State.Dir, "dead-letter"), cfg.State.DeadLetterMaxSize, log)
+		sink, err := deadletter.NewSink(filepath.Join(cfg.State.Dir, "dead-letter"), cfg.State.DeadLetterMaxSize, log, m)
 		if err != nil {
 			return nil, err
 		}
 		p.closers = append(p.closers, func() { _ = sink.Close() })
-		disp.Sink = sink
+		p.sink, disp.Sink = sink, sink
 	}
 	// Without a state directory the dispatcher's default sink logs each
 	// dead letter with its whole event at error level.
