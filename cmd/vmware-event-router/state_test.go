@@ -7,6 +7,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -16,7 +18,9 @@ import (
 	"time"
 
 	"github.com/vmware-samples/vmware-event-router/gateway"
+	"github.com/vmware-samples/vmware-event-router/gateway/checkpoint"
 	"github.com/vmware-samples/vmware-event-router/gateway/deadletter"
+	"github.com/vmware-samples/vmware-event-router/internal/vcsimtest"
 )
 
 // TestReplaySkipsStreamLettersAndTornLines: a dead-letter file with an
@@ -72,5 +76,102 @@ func TestReplaySkipsStreamLettersAndTornLines(t *testing.T) {
 	}
 	if !strings.Contains(stdout.String(), `"id":"id-1"`) || strings.Count(stdout.String(), "\n") != 1 {
 		t.Errorf("replayed to stdout: %q", stdout.String())
+	}
+}
+
+// TestShutdownWritesFinalCheckpoint: cancelling the daemon as SIGTERM does
+// writes a final checkpoint at the last event delivered, after the
+// checkpoint keeper's loop stopped and before the daemon is done.
+func TestShutdownWritesFinalCheckpoint(t *testing.T) {
+	sim := vcsimtest.Start(t)
+	state := t.TempDir()
+	d := startCore(t, sim.Config(), stdoutEntry, map[string]any{"type": "internal", "provider": "state", "address": state})
+	d.waitReady(t)
+	sim.PostEx("final", 0, 40)
+	waitMessages(t, d, "final", 40, 30*time.Second)
+	if code := d.stop(t); code != 0 {
+		t.Fatalf("daemon exited %d", code)
+	}
+
+	// The newest event printed: every event read was delivered (the
+	// shutdown drained them), so the checkpoint must be exactly there.
+	var last gateway.Position
+	for _, line := range strings.Split(d.stdout.String(), "\n") {
+		var ce struct {
+			Time time.Time           `json:"time"`
+			Data struct{ Key int32 } `json:"data"`
+		}
+		if line == "" {
+			continue
+		}
+		if err := json.Unmarshal([]byte(line), &ce); err != nil {
+			t.Fatalf("stdout line %q: %v", line, err)
+		}
+		if p := (gateway.Position{Time: ce.Time, Key: ce.Data.Key}); last.Before(p) {
+			last = p
+		}
+	}
+	files, _ := filepath.Glob(filepath.Join(state, "checkpoints", "vcenter-*.json"))
+	if len(files) != 1 {
+		t.Fatalf("checkpoint files %v", files)
+	}
+	data, err := os.ReadFile(files[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cp checkpoint.File
+	if err := json.Unmarshal(data, &cp); err != nil {
+		t.Fatal(err)
+	}
+	if cp.Watermark.Key != last.Key || !cp.Watermark.Time.Equal(last.Time) {
+		t.Errorf("final checkpoint %+v, want the last delivered event %+v", cp.Watermark, last)
+	}
+
+	log := d.stderr.String()
+	loopStopped := strings.Index(log, "checkpoint loop stopped")
+	final := strings.Index(log, "final checkpoint")
+	stopped := strings.Index(log, "vmware-event-router stopped")
+	if loopStopped < 0 || final < 0 || stopped < 0 || !(loopStopped < final && final < stopped) {
+		t.Errorf("shutdown order: loop stopped at %d, final checkpoint at %d, stopped at %d (want that order); log:\n%s",
+			loopStopped, final, stopped, tail(log, 3000))
+	}
+	if !strings.Contains(log[max(final, 0):], fmt.Sprintf("key=%d", last.Key)) {
+		t.Errorf("the final checkpoint line does not name key %d", last.Key)
+	}
+}
+
+// TestUnreadableCheckpointStopsTheDaemon: a checkpoint that exists but
+// cannot be read (here a directory in its place) stops the daemon with the
+// path and the cause, and is left as it is.
+func TestUnreadableCheckpointStopsTheDaemon(t *testing.T) {
+	sim := vcsimtest.Start(t)
+	state := t.TempDir()
+	stateEntry := map[string]any{"type": "internal", "provider": "state", "address": state}
+	d := startCore(t, sim.Config(), stdoutEntry, stateEntry)
+	var files []string
+	d.eventually(t, 30*time.Second, "the initial checkpoint", func() bool {
+		files, _ = filepath.Glob(filepath.Join(state, "checkpoints", "vcenter-*.json"))
+		return len(files) == 1
+	})
+	if code := d.stop(t); code != 0 {
+		t.Fatalf("daemon exited %d", code)
+	}
+	if err := os.Remove(files[0]); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(files[0], 0o700); err != nil {
+		t.Fatal(err)
+	}
+
+	config := writeConfig(t, sim.Config(), stdoutEntry, stateEntry, metricsEntry("127.0.0.1:0"))
+	code, log := runToExit(t, config, 30*time.Second)
+	if code != 1 || !strings.Contains(log, "reading checkpoint "+files[0]+": is a directory") {
+		t.Fatalf("exit %d; log:\n%s", code, tail(log, 3000))
+	}
+	if fi, err := os.Stat(files[0]); err != nil || !fi.IsDir() {
+		t.Errorf("the unreadable checkpoint was touched: %v", err)
+	}
+	if aside, _ := filepath.Glob(filepath.Join(state, "checkpoints", "*.bad-*")); len(aside) != 0 {
+		t.Errorf("moved aside: %v", aside)
 	}
 }
