@@ -140,23 +140,22 @@ func (k *Keeper) fail(err error) {
 
 // save writes pos under the current UUID and records it as written. The
 // caller holds saveMu.
-func (k *Keeper) save(pos gateway.Position, failure string) bool {
+func (k *Keeper) save(pos gateway.Position, failure string) {
 	k.mu.Lock()
 	uuid, source, skip := k.uuid, k.source, k.broken != nil || k.stopped
 	k.mu.Unlock()
 	if skip || uuid == "" {
-		return false
+		return
 	}
 	if err := k.store.Save(uuid, source, pos); err != nil {
 		k.writes[1].Inc()
 		k.log.Error(failure, "err", err)
-		return false
+		return
 	}
 	k.writes[0].Inc()
 	k.mu.Lock()
 	k.written = pos
 	k.mu.Unlock()
-	return true
 }
 
 // Start writes the watermark every Interval when it moved, in a goroutine,
