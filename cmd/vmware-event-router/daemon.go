@@ -39,7 +39,8 @@ type pipeline struct {
 	processor gateway.Processor
 	disp      *gateway.Dispatcher
 	chain     *filters.Chain
-	filters   *wasm.Manager // nil without filter entries
+	filters   *wasm.Manager    // nil without filter entries
+	sink      *deadletter.Sink // nil without a state directory; Degraded() for /readyz
 
 	// closers undo what was built, in reverse order.
 	closers []func()
@@ -91,12 +92,12 @@ func newPipeline(ctx context.Context, cfg *config.Config, m *metrics.Metrics, ou
 	p.closers = append(p.closers, func() { _ = p.processor.Close() })
 	disp.Processor = p.processor
 	if cfg.State != nil {
-		sink, err := deadletter.NewSink(filepath.Join(cfg.State.Dir, "dead-letter"), cfg.State.DeadLetterMaxSize, log)
+		sink, err := deadletter.NewSink(filepath.Join(cfg.State.Dir, "dead-letter"), cfg.State.DeadLetterMaxSize, log, m)
 		if err != nil {
 			return nil, err
 		}
 		p.closers = append(p.closers, func() { _ = sink.Close() })
-		disp.Sink = sink
+		p.sink, disp.Sink = sink, sink
 	}
 	// Without a state directory the dispatcher's default sink logs each
 	// dead letter with its whole event at error level.
@@ -195,8 +196,14 @@ func (d *daemon) ready() error {
 	return nil
 }
 
-// run starts the parts and blocks until ctx is done (SIGINT/SIGTERM) or the
-// stream fails for good; then it shuts down within shutdownLimit.
+// run starts the parts and blocks until ctx is done (SIGINT/SIGTERM), the
+// stream fails for good or a checkpoint cannot be read; then it shuts down
+// within shutdownLimit, in this order: stop reading vCenter; give deliveries
+// in flight up to drainTimeout (counted from the start of the shutdown);
+// stop the checkpoint keeper's loop and write the final checkpoint; only
+// then close the rest with short deadlines (the stream's Close logs out of
+// vCenter, the processor, the dead-letter sink, the metrics server), so a
+// slow logout can never cost the checkpoint.
 func (d *daemon) run(ctx context.Context) error {
 	defer d.closeAll()
 	d.log.Info("vmware-event-router starting", "stream", d.cfg.StreamProvider(), "processor", d.cfg.ProcessorProvider(),
@@ -208,10 +215,10 @@ func (d *daemon) run(ctx context.Context) error {
 		return fmt.Errorf("processor %s: %w", d.cfg.ProcessorProvider(), err)
 	}
 
+	var keeperFailed <-chan error // nil without a keeper: never ready
 	if d.keeper != nil {
-		keeperCtx, stopKeeper := context.WithCancel(context.Background())
-		defer stopKeeper()
-		go d.keeper.Run(keeperCtx)
+		d.keeper.Start()
+		keeperFailed = d.keeper.Failed()
 	}
 	streamCtx, stopStream := context.WithCancel(ctx)
 	defer stopStream()
@@ -227,18 +234,30 @@ func (d *daemon) run(ctx context.Context) error {
 		runErr = fmt.Errorf("stream %s: %w", d.cfg.StreamProvider(), err)
 	case err := <-d.serverErr:
 		runErr = fmt.Errorf("metrics server: %w", err)
-	}
-	stopStream()
-	if err := <-streamErr; err != nil && !errors.Is(err, context.Canceled) && runErr == nil {
-		runErr = fmt.Errorf("stream %s: %w", d.cfg.StreamProvider(), err)
+	case err := <-keeperFailed:
+		runErr = err
 	}
 	drainCtx, cancel := context.WithTimeout(context.Background(), drainTimeout)
 	defer cancel()
+	stopStream()
+	// Run returns promptly once its context is done; if it does not, the
+	// shutdown goes on without it: what it has not handed on is not
+	// acknowledged and is read again at the next start.
+	streamWait, cancelWait := context.WithTimeout(drainCtx, closeTimeout)
+	select {
+	case err := <-streamErr:
+		if err != nil && !errors.Is(err, context.Canceled) && runErr == nil {
+			runErr = fmt.Errorf("stream %s: %w", d.cfg.StreamProvider(), err)
+		}
+	case <-streamWait.Done():
+		d.log.Warn("shutdown: the stream did not stop in time; going on without it", "stream", d.cfg.StreamProvider(), "waited", closeTimeout)
+	}
+	cancelWait()
 	if err := d.disp.Close(drainCtx); err != nil {
 		d.log.Warn("shutdown: not every delivery finished; they are not acknowledged and are replayed at the next start", "err", err)
 	}
 	if d.keeper != nil {
-		d.keeper.Flush()
+		d.keeper.Stop()
 	}
 	stopProc()
 	d.log.Info("vmware-event-router stopped")

@@ -50,11 +50,22 @@ func replayCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 		_, _ = fmt.Fprintf(stderr, "vmware-event-router replay: %v\n", err)
 		return 1
 	}
-	letters, err := deadletter.Read(f, fs.Arg(0))
+	letters, torn, err := deadletter.Read(f, fs.Arg(0))
 	_ = f.Close()
 	if err != nil {
 		_, _ = fmt.Fprintf(stderr, "vmware-event-router replay: %v\n", err)
 		return 1
+	}
+	for _, n := range torn {
+		log.Warn("skipping a torn dead-letter line (the router stopped while writing it)", "file", fs.Arg(0), "line", n)
+	}
+	letters, undecodable := splitStream(letters)
+	for _, l := range undecodable {
+		_, _ = fmt.Fprintf(stderr, "%s:%d: skipped: origin stream (key %d, created %s): vCenter sent XML the router could not decode (%s); it cannot be replayed, the XML is under \"raw\"\n",
+			fs.Arg(0), l.LineNo, l.Key, l.CreatedTime.Format(time.RFC3339Nano), l.Error)
+	}
+	if len(undecodable) > 0 {
+		_, _ = fmt.Fprintf(stderr, "skipped %d dead letters of origin stream: undecodable events are listed, never replayed\n", len(undecodable))
 	}
 
 	var delivered, failed, dropped atomic.Int64
@@ -77,10 +88,10 @@ func replayCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 		_, _ = fmt.Fprintf(stderr, "vmware-event-router replay: processor %s: %v\n", cfg.ProcessorProvider(), err)
 		return 1
 	}
-	for i, l := range letters {
+	for _, l := range letters {
 		ev, err := l.PipelineEvent()
 		if err != nil {
-			log.Error("skipping a dead letter whose event is not a valid CloudEvent", "line", i+1, "err", err)
+			log.Error("skipping a dead letter whose event is not a valid CloudEvent", "file", fs.Arg(0), "line", l.LineNo, "err", err)
 			failed.Add(1)
 			continue
 		}
@@ -115,4 +126,17 @@ func replayCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 		return 1
 	}
 	return 0
+}
+
+// splitStream separates the letters of origin stream (undecodable events:
+// nothing to send) from those replay sends.
+func splitStream(all []deadletter.Line) (replayable, stream []deadletter.Line) {
+	for _, l := range all {
+		if l.Origin == gateway.OriginStream {
+			stream = append(stream, l)
+		} else {
+			replayable = append(replayable, l)
+		}
+	}
+	return replayable, stream
 }

@@ -5,8 +5,14 @@
 // A checkpoint file is written atomically: a temporary file in the same
 // directory, fsync, rename over the old file, fsync the directory. A crash at
 // any point leaves either the old or the new checkpoint, never a torn one. A
-// file that cannot be read (corrupt, truncated, written for another vCenter)
-// is moved aside for inspection and the router starts as without one.
+// file whose content cannot be used (corrupt, truncated, another vCenter's
+// URL) is moved aside for inspection and the router starts as without one;
+// a file that cannot be read at all (permission denied, I/O error) is an
+// error: the router stops rather than overwrite a good checkpoint.
+//
+// The file is named after the vCenter's URL. It records the instance UUID
+// it was written for: a vCenter restored from a backup or replaced at the
+// same address answers with another UUID, and is resumed by time.
 package checkpoint
 
 import (
@@ -106,17 +112,24 @@ func NewStore(dir string, fsys FS, log *slog.Logger) (*Store, error) {
 	return &Store{dir: dir, fs: fsys, log: log, now: time.Now}, nil
 }
 
-// path names a vCenter's checkpoint by a hash of its instance UUID and URL:
-// the URL keeps two vCenters restored from one backup apart, the UUID a
-// vCenter reached by another name.
-func (s *Store) path(instanceUUID, source string) string {
+// path names a vCenter's checkpoint by a hash of its URL: two vCenters
+// restored from one backup (one instance UUID) stay apart, and a vCenter
+// restored or replaced at its address (a new UUID) keeps its checkpoint.
+func (s *Store) path(source string) string {
+	h := sha256.Sum256([]byte(source))
+	return filepath.Join(s.dir, "vcenter-"+hex.EncodeToString(h[:8])+".json")
+}
+
+// legacyPath is where the first release kept a checkpoint: a hash of the
+// instance UUID and the URL. Load moves such a file to path.
+func (s *Store) legacyPath(instanceUUID, source string) string {
 	h := sha256.Sum256([]byte(instanceUUID + "\x00" + source))
 	return filepath.Join(s.dir, "vcenter-"+hex.EncodeToString(h[:8])+".json")
 }
 
-// Parse reads a checkpoint file's content, checking it belongs to the given
-// vCenter. It never panics (FuzzParse).
-func Parse(data []byte, instanceUUID, source string) (File, error) {
+// Parse reads a checkpoint file's content, checking it belongs to the
+// vCenter at source. It never panics (FuzzParse).
+func Parse(data []byte, source string) (File, error) {
 	var f File
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
@@ -132,39 +145,70 @@ func Parse(data []byte, instanceUUID, source string) (File, error) {
 	switch {
 	case f.Version != Version:
 		return File{}, fmt.Errorf("unknown checkpoint version %d (this router writes %d)", f.Version, Version)
-	case f.InstanceUUID != instanceUUID || f.Source != source:
+	case f.Source != source:
 		return File{}, fmt.Errorf("checkpoint of another vCenter (%s at %s)", f.InstanceUUID, f.Source)
+	case f.InstanceUUID == "":
+		return File{}, errors.New("checkpoint without an instance UUID")
 	case f.Watermark.Time.IsZero():
 		return File{}, errors.New("checkpoint without a watermark time")
 	}
 	return f, nil
 }
 
-// Load returns the vCenter's checkpoint, and false when there is none. A
-// file that cannot be used is moved aside (renamed *.bad-TIMESTAMP), logged,
-// and reported as none: the router then starts from "now", as without a
-// checkpoint, rather than replaying an unknown stretch of history.
-func (s *Store) Load(instanceUUID, source string) (File, bool) {
-	p := s.path(instanceUUID, source)
+// Load returns the checkpoint of the vCenter at source, whatever instance
+// UUID it was written for (File.InstanceUUID), and false when there is none.
+// A file whose content cannot be used is moved aside (renamed
+// *.bad-TIMESTAMP), logged, and reported as none: the router then starts
+// from "now", as without a checkpoint, rather than replaying an unknown
+// stretch of history. A file that cannot be read (permission denied, an I/O
+// error) is an error naming it: it may be a good checkpoint, which starting
+// from "now" would overwrite.
+func (s *Store) Load(instanceUUID, source string) (File, bool, error) {
+	p := s.path(source)
 	data, err := s.fs.ReadFile(p)
 	if errors.Is(err, fs.ErrNotExist) {
-		s.log.Info("no checkpoint yet; starting from now", "vcenter", source)
-		return File{}, false
-	}
-	if err == nil {
-		var f File
-		if f, err = Parse(data, instanceUUID, source); err == nil {
-			return f, true
+		if data, err = s.loadLegacy(p, instanceUUID, source); errors.Is(err, fs.ErrNotExist) {
+			s.log.Info("no checkpoint yet; starting from now", "vcenter", source)
+			return File{}, false, nil
 		}
+	}
+	if err != nil {
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err // the path is named below, for file-system doubles too
+		}
+		return File{}, false, fmt.Errorf("reading checkpoint %s: %w", p, err)
+	}
+	f, err := Parse(data, source)
+	if err == nil {
+		return f, true, nil
 	}
 	aside := fmt.Sprintf("%s.bad-%s", p, s.now().UTC().Format("20060102T150405Z"))
 	if rerr := s.fs.Rename(p, aside); rerr != nil {
 		s.log.Error("unusable checkpoint, and it could not be moved aside; starting from now", "file", p, "err", err, "rename_err", rerr)
-		return File{}, false
+		return File{}, false, nil
 	}
 	s.log.Error("unusable checkpoint moved aside; starting from now (events while the router was down are not replayed)",
 		"file", p, "moved_to", aside, "err", err)
-	return File{}, false
+	return File{}, false, nil
+}
+
+// loadLegacy moves the first release's file for (instanceUUID, source), if
+// any, to p and returns its content.
+func (s *Store) loadLegacy(p, instanceUUID, source string) ([]byte, error) {
+	old := s.legacyPath(instanceUUID, source)
+	data, err := s.fs.ReadFile(old)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.fs.Rename(old, p); err != nil {
+		return nil, fmt.Errorf("moving %s to %s: %w", old, p, err)
+	}
+	if err := s.fs.SyncDir(s.dir); err != nil {
+		return nil, fmt.Errorf("moving %s to %s: fsync directory: %w", old, p, err)
+	}
+	s.log.Info("checkpoint renamed to this release's name", "from", old, "to", p)
+	return data, nil
 }
 
 // Save writes the vCenter's checkpoint atomically.
@@ -175,7 +219,7 @@ func (s *Store) Save(instanceUUID, source string, wm gateway.Position) error {
 		return err
 	}
 	data = append(data, '\n')
-	p := s.path(instanceUUID, source)
+	p := s.path(source)
 	tmp, err := s.fs.CreateTemp(s.dir, ".checkpoint-*.tmp")
 	if err != nil {
 		return fmt.Errorf("checkpoint: %w", err)

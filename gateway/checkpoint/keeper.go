@@ -1,7 +1,6 @@
 package checkpoint
 
 import (
-	"context"
 	"log/slog"
 	"math"
 	"sync"
@@ -23,7 +22,8 @@ type Watermarker interface {
 }
 
 // Keeper connects a stream's resume question to the store and writes the
-// dispatcher's watermark every Interval when it moved, and at shutdown.
+// dispatcher's watermark every Interval when it moved (Start), and once more
+// at shutdown (Stop).
 type Keeper struct {
 	store        *Store
 	wm           Watermarker
@@ -33,11 +33,21 @@ type Keeper struct {
 	writes       [2]prometheus.Counter // ok, failed
 	lag          prometheus.Gauge
 	exceeded     prometheus.Counter
+	failed       chan error // Failed
+
+	// saveMu serializes every read of the watermark with its save, so
+	// two saves never run at once and an older position is never written
+	// after a newer one.
+	saveMu sync.Mutex
 
 	mu      sync.Mutex
 	uuid    string
 	source  string
 	written gateway.Position
+	broken  error         // a checkpoint could not be read: never save
+	stopped bool          // Stop wrote the final checkpoint
+	stop    chan struct{} // closed by Stop
+	done    chan struct{} // closed when Start's loop returns; nil before Start
 }
 
 // NewKeeper returns a keeper for one stream.
@@ -47,36 +57,54 @@ func NewKeeper(store *Store, wm Watermarker, replayWindow time.Duration, stream 
 		writes:   [2]prometheus.Counter{m.CheckpointWrites.WithLabelValues("ok"), m.CheckpointWrites.WithLabelValues("failed")},
 		lag:      m.WatermarkLag.WithLabelValues(stream),
 		exceeded: m.ReplayWindowExceeded.WithLabelValues(stream),
+		failed:   make(chan error, 1),
+		stop:     make(chan struct{}),
 	}
 }
 
-// Resume is the stream's question at its first connection: where to start.
-// A checkpoint older than the replay window (judged by vCenter's clock,
-// now) starts at the window's beginning instead, with a warning: vCenter
-// may not hold older history anyway, and replaying days of events surprises
+// Failed delivers the error of a checkpoint that could not be read
+// (permission denied, an I/O error): the daemon stops on it. Until then
+// the keeper writes nothing, so a good checkpoint is never replaced by
+// "now".
+func (k *Keeper) Failed() <-chan error { return k.failed }
+
+// Resume is the stream's question at a connection: where to start. A
+// checkpoint older than the replay window (judged by vCenter's clock, now)
+// starts at the window's beginning instead, with a warning: vCenter may not
+// hold older history anyway, and replaying days of events surprises
 // functions more than it helps.
+//
+// A checkpoint written for another instance UUID at the same URL is a
+// vCenter restored from a backup or replaced: its event keys start again,
+// so it resumes by time alone (every event created after the checkpoint's
+// time), and the checkpoint follows the new UUID from then on. The stream
+// asks again whenever it reconnects to a changed UUID.
 func (k *Keeper) Resume(instanceUUID, source string, now time.Time) (gateway.Position, bool) {
+	k.saveMu.Lock()
+	defer k.saveMu.Unlock()
+	f, ok, err := k.store.Load(instanceUUID, source)
+	if err != nil {
+		k.fail(err)
+		return gateway.Position{}, false
+	}
 	k.mu.Lock()
 	k.uuid, k.source = instanceUUID, source
 	k.mu.Unlock()
-	f, ok := k.store.Load(instanceUUID, source)
 	if !ok {
 		// Starting from "now": record it at once, so a crash before the
 		// first watermark is written resumes here rather than at a later
 		// "now" that would skip what was in flight.
-		start := gateway.Position{Time: now, Key: math.MinInt32}
-		if err := k.store.Save(instanceUUID, source, start); err != nil {
-			k.writes[1].Inc()
-			k.log.Error("writing the initial checkpoint failed", "err", err)
-		} else {
-			k.writes[0].Inc()
-		}
-		k.mu.Lock()
-		k.written = start
-		k.mu.Unlock()
+		k.save(gateway.Position{Time: now, Key: math.MinInt32}, "writing the initial checkpoint failed")
 		return gateway.Position{}, false
 	}
 	pos := f.Watermark
+	if f.InstanceUUID != instanceUUID {
+		// The smallest key at the checkpoint's time: every event created
+		// after it comes after it, whatever its key.
+		pos = gateway.Position{Time: pos.Time, Key: math.MinInt32}
+		k.log.Warn("vCenter instance UUID changed (restored from a backup or replaced); resuming by time after the checkpoint, and keeping the checkpoint under the new UUID",
+			"vcenter", source, "checkpoint_instance_uuid", f.InstanceUUID, "instance_uuid", instanceUUID, "created_time", pos.Time)
+	}
 	if k.replayWindow > 0 && now.Sub(pos.Time) > k.replayWindow {
 		start := now.Add(-k.replayWindow)
 		k.exceeded.Inc()
@@ -86,20 +114,70 @@ func (k *Keeper) Resume(instanceUUID, source string, now time.Time) (gateway.Pos
 		// or after that instant comes after it.
 		pos = gateway.Position{Time: start, Key: math.MinInt32}
 	}
-	k.mu.Lock()
-	k.written = pos
-	k.mu.Unlock()
+	if f.InstanceUUID != instanceUUID {
+		k.save(pos, "writing the checkpoint under the new instance UUID failed")
+	} else {
+		k.mu.Lock()
+		k.written = pos
+		k.mu.Unlock()
+	}
 	k.log.Info("resuming from checkpoint", "vcenter", source, "created_time", pos.Time, "key", pos.Key)
 	return pos, true
 }
 
-// Run writes the watermark every Interval when it moved, until ctx is done.
-func (k *Keeper) Run(ctx context.Context) {
+// fail records an unreadable checkpoint: nothing is saved any more, and
+// Failed reports it.
+func (k *Keeper) fail(err error) {
+	k.mu.Lock()
+	first := k.broken == nil
+	k.broken = err
+	k.mu.Unlock()
+	k.log.Error("checkpoint cannot be read; stopping rather than overwriting it (fix the file's permissions or storage and restart)", "err", err)
+	if first {
+		k.failed <- err
+	}
+}
+
+// save writes pos under the current UUID and records it as written. The
+// caller holds saveMu.
+func (k *Keeper) save(pos gateway.Position, failure string) {
+	k.mu.Lock()
+	uuid, source, skip := k.uuid, k.source, k.broken != nil || k.stopped
+	k.mu.Unlock()
+	if skip || uuid == "" {
+		return
+	}
+	if err := k.store.Save(uuid, source, pos); err != nil {
+		k.writes[1].Inc()
+		k.log.Error(failure, "err", err)
+		return
+	}
+	k.writes[0].Inc()
+	k.mu.Lock()
+	k.written = pos
+	k.mu.Unlock()
+}
+
+// Start writes the watermark every Interval when it moved, in a goroutine,
+// until Stop.
+func (k *Keeper) Start() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.done != nil || k.stopped {
+		return
+	}
+	k.done = make(chan struct{})
+	go k.loop(k.stop, k.done)
+}
+
+func (k *Keeper) loop(stop <-chan struct{}, done chan<- struct{}) {
+	defer close(done)
 	t := time.NewTicker(Interval)
 	defer t.Stop()
 	for {
 		select {
-		case <-ctx.Done():
+		case <-stop:
+			k.log.Debug("checkpoint loop stopped", "stream", k.stream)
 			return
 		case <-t.C:
 			k.Flush()
@@ -107,26 +185,44 @@ func (k *Keeper) Run(ctx context.Context) {
 	}
 }
 
-// Flush writes the watermark now if it moved. It is called by Run and once
-// more at shutdown, after deliveries in flight finished.
+// Stop ends Start's loop, waits for it, and writes the final checkpoint:
+// the daemon calls it after deliveries in flight finished and before it
+// logs out of vCenter. Nothing is written after it.
+func (k *Keeper) Stop() {
+	k.mu.Lock()
+	if k.stopped {
+		k.mu.Unlock()
+		return
+	}
+	close(k.stop)
+	done := k.done
+	k.mu.Unlock()
+	if done != nil {
+		<-done
+	}
+	k.Flush()
+	k.mu.Lock()
+	k.stopped = true
+	written, broken := k.written, k.broken
+	k.mu.Unlock()
+	if broken == nil {
+		k.log.Info("final checkpoint", "stream", k.stream, "created_time", written.Time, "key", written.Key)
+	}
+}
+
+// Flush writes the watermark now if it moved.
 func (k *Keeper) Flush() {
+	k.saveMu.Lock()
+	defer k.saveMu.Unlock()
 	wm, ok := k.wm.Watermark()
 	if _, newest := k.wm.Pending(); ok && !newest.Time.IsZero() {
 		k.lag.Set(max(newest.Time.Sub(wm.Time).Seconds(), 0))
 	}
 	k.mu.Lock()
-	uuid, source, written := k.uuid, k.source, k.written
+	written := k.written
 	k.mu.Unlock()
-	if !ok || uuid == "" || wm == written {
+	if !ok || wm == written {
 		return
 	}
-	if err := k.store.Save(uuid, source, wm); err != nil {
-		k.writes[1].Inc()
-		k.log.Error("writing checkpoint failed; the previous one stays", "err", err)
-		return
-	}
-	k.writes[0].Inc()
-	k.mu.Lock()
-	k.written = wm
-	k.mu.Unlock()
+	k.save(wm, "writing checkpoint failed; the previous one stays")
 }
