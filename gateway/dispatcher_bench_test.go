@@ -77,4 +77,4 @@ func closeBench(b *testing.B, d *Dispatcher) {
 	}
 }
 
-func doneBench(_ context.Context, d *Dispatcher, e *Event) { d.Done(e) }
+func doneBench(ctx context.Context, d *Dispatcher, e *Event) { _ = d.Done(ctx, e) }
