@@ -66,7 +66,7 @@ func newPipeline(ctx context.Context, cfg *config.Config, m *metrics.Metrics, ou
 		}
 	}()
 	procName := cfg.ProcessorProvider()
-	disp := gateway.DispatcherOptions{ProcessorName: procName, Log: log, Metrics: p.m, Finished: finished}
+	disp := gateway.DispatcherOptions{ProcessorName: procName, Stream: cfg.StreamProvider(), Log: log, Metrics: p.m, Finished: finished}
 	switch {
 	case cfg.OpenFaaS != nil:
 		c := cfg.OpenFaaS
@@ -129,7 +129,7 @@ func newDaemon(ctx context.Context, cfg *config.Config, out io.Writer, log *slog
 	mc := cfg.Metrics
 	server, err := metrics.NewServer(m, metrics.ServerOptions{
 		Address: mc.Address, Username: mc.Username, Password: mc.Password.Reveal(),
-		TLSCertFile: mc.TLSCertFile, TLSKeyFile: mc.TLSKeyFile, Ready: d.ready, Log: log,
+		TLSCertFile: mc.TLSCertFile, TLSKeyFile: mc.TLSKeyFile, Ready: d.ready, Degraded: d.degraded, Log: log,
 	})
 	if err != nil {
 		return nil, err
@@ -193,6 +193,19 @@ func (d *daemon) ready() error {
 		return fmt.Errorf("processor %s: %w", d.cfg.ProcessorProvider(), err)
 	}
 	return nil
+}
+
+// degraded is /readyz's "degraded:" lines after ok: parts that work, but
+// not fully. ready, not this, decides 503.
+func (d *daemon) degraded() []string {
+	if !d.started.Load() {
+		return nil
+	}
+	// The dispatcher's lines: the stream held longer than degraded_after,
+	// and held destinations.
+	lines := d.disp.Degraded()
+	// LEAD: the dead-letter sink's line (full, holding deliveries) goes here.
+	return lines
 }
 
 // run starts the parts and blocks until ctx is done (SIGINT/SIGTERM) or the
