@@ -86,9 +86,10 @@ const (
 // destination that fails as a whole (Unreachable) is held (no attempt
 // counted) and its full queue holds the stream: backpressure, never loss.
 //
-// One destination may use at most half of the Concurrency slots, so that a
-// function whose calls hang until their timeout leaves the other half to
-// the healthy ones.
+// While there are several destinations, one may use at most half of the
+// Concurrency slots, so that a function whose calls hang until their
+// timeout leaves the other half to the healthy ones; a destination alone
+// uses them all.
 type Dispatcher struct {
 	o      DispatcherOptions
 	batch  BatchLimits
@@ -97,7 +98,7 @@ type Dispatcher struct {
 	stat   *metrics.Stat
 	ctx    context.Context // cancelled when Close gives up waiting
 	cancel context.CancelFunc
-	slots  int // delivery calls in flight per destination
+	ndests atomic.Int32 // len(dests), for the loops to read without mu
 
 	mu     sync.Mutex
 	dests  map[string]*destination
@@ -172,11 +173,7 @@ func NewDispatcher(o DispatcherOptions) *Dispatcher {
 	if o.IdleTimeout <= 0 {
 		o.IdleTimeout = DefaultIdleTimeout
 	}
-	// Half, not a fair share of the destinations in use: a slot taken by
-	// a hanging call cannot be taken back when another destination turns
-	// up, so the cap must hold from the start, even for a destination alone.
-	d := &Dispatcher{o: o, sem: make(chan struct{}, o.Concurrency), slots: max(1, o.Concurrency/2),
-		dests: map[string]*destination{}}
+	d := &Dispatcher{o: o, sem: make(chan struct{}, o.Concurrency), dests: map[string]*destination{}}
 	d.ledger = newLedger(o.MaxPending, o.Metrics.WatermarkPending.WithLabelValues(o.Stream))
 	d.batch = BatchLimits{MaxEvents: 1}
 	if b, ok := o.Processor.(Batcher); ok {
@@ -319,6 +316,7 @@ func (d *Dispatcher) destination(name string) (*destination, error) {
 	}
 	dst.users.Add(1)
 	d.dests[name] = dst
+	d.ndests.Store(int32(len(d.dests)))
 	d.wg.Add(1)
 	go dst.loop()
 	return dst, nil
@@ -342,6 +340,7 @@ func (dst *destination) reap() bool {
 		return false
 	}
 	delete(d.dests, dst.name)
+	d.ndests.Store(int32(len(d.dests)))
 	m, proc := d.o.Metrics, d.o.ProcessorName
 	m.QueueDepth.DeleteLabelValues(proc, dst.name)
 	m.DestinationHeld.DeleteLabelValues(proc, dst.name)
@@ -349,6 +348,10 @@ func (dst *destination) reap() bool {
 		m.Deliveries.DeleteLabelValues(proc, dst.name, r)
 	}
 	d.o.Log.Debug("idle destination released", "processor", proc, "destination", dst.name)
+	// The others' share of the slots may have grown.
+	for _, o := range d.dests {
+		o.wake()
+	}
 	return true
 }
 
@@ -363,6 +366,21 @@ func (dst *destination) push(it *item) {
 	dst.depth.Set(float64(dst.queued))
 	dst.mu.Unlock()
 	dst.wake()
+}
+
+// slots is how many delivery calls one destination may have in flight: all
+// of them while it is the only one, else half. Half rather than a fair
+// share of the destinations: many functions are known, few busy at a time,
+// and a busy one should not be held to a small share. The cap follows the
+// destinations that exist (not yet released for idleness): a slot that a
+// hanging call holds cannot be taken back, so a function that turns up
+// while another one's calls hang gets its first slot when one of those
+// calls times out.
+func (d *Dispatcher) slots() int {
+	if d.ndests.Load() > 1 {
+		return max(1, d.o.Concurrency/2)
+	}
+	return d.o.Concurrency
 }
 
 func (dst *destination) wake() {
@@ -396,7 +414,7 @@ func (dst *destination) loop() {
 		n := len(dst.ready)
 		// A held destination gets one probe at a time: a throttled one
 		// must not be answered with a burst.
-		busy := dst.inflight >= d.slots || (dst.outage > 0 && dst.inflight > 0)
+		busy := dst.inflight >= d.slots() || (dst.outage > 0 && dst.inflight > 0)
 		idle := dst.queued == 0 && dst.inflight == 0
 		dst.mu.Unlock()
 		if n == 0 || wait > 0 || busy {

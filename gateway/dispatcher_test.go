@@ -623,6 +623,11 @@ func TestDispatcherHungDestinationLeavesSlots(t *testing.T) {
 	p.hang = "hung"
 	d := newTestDispatcher(p, &memSink{}, func(o *DispatcherOptions) { o.Concurrency = 8 })
 	ctx := context.Background()
+	// The healthy function has had events before: it exists.
+	if err := d.SubmitTo(ctx, ev(100, "vm-100"), []string{"ok"}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the first event delivered", func() bool { return p.count("ok") == 1 })
 	for i := int32(1); i <= 50; i++ {
 		if err := d.SubmitTo(ctx, ev(i, fmt.Sprintf("vm-%d", i)), []string{"hung"}); err != nil {
 			t.Fatal(err)
@@ -638,7 +643,7 @@ func TestDispatcherHungDestinationLeavesSlots(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	eventually(t, "the healthy destination's events delivered", func() bool { return p.count("ok") == 20 })
+	eventually(t, "the healthy destination's events delivered", func() bool { return p.count("ok") == 21 })
 	p.mu.Lock()
 	hanging, peak := p.calling["hung"], p.peak["hung"]
 	p.mu.Unlock()
@@ -653,6 +658,28 @@ func TestDispatcherHungDestinationLeavesSlots(t *testing.T) {
 	if p.count("hung") != 0 {
 		t.Error("a hanging call delivered")
 	}
+}
+
+// TestDispatcherAloneUsesEverySlot: the half-the-slots cap applies only
+// while there are several destinations; one alone (the EventBridge bus, a
+// single function) keeps all of Concurrency.
+func TestDispatcherAloneUsesEverySlot(t *testing.T) {
+	p := newFake("f")
+	p.gate = make(chan struct{})
+	d := newTestDispatcher(p, &memSink{}, func(o *DispatcherOptions) { o.Concurrency = 8 })
+	for i := int32(1); i <= 20; i++ {
+		if err := d.Submit(context.Background(), ev(i, fmt.Sprintf("vm-%d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, "every slot in use", func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.calling["f"] == 8
+	})
+	close(p.gate)
+	eventually(t, "all delivered", func() bool { return p.count("f") == 20 })
+	closeDispatcher(t, d)
 }
 
 // TestDispatcherReapsIdleDestination: a destination idle for IdleTimeout
