@@ -82,7 +82,7 @@ const (
 // bounded queue; events about the same vSphere object (Event.Entity) reach a
 // destination one at a time and in order, while different objects go in
 // parallel up to Concurrency. A failed delivery is retried with capped
-// backoff and jitter, up to RetryLimit attempts, then dead-lettered; an
+// backoff and jitter, up to RetryLimit attempts, then dead-lettered; a
 // destination that fails as a whole (Unreachable) is held (no attempt
 // counted) and its full queue holds the stream: backpressure, never loss.
 //
