@@ -133,6 +133,7 @@ type destination struct {
 	inflight   int       // delivery calls in flight
 	probe      time.Time // held: no delivery before this
 	outage     int       // consecutive calls that failed as a whole; > 0 is held
+	epoch      uint64    // outages so far: the current one's number
 	heldSince  time.Time
 	heldReason string // the last whole-destination error, on one line
 }
@@ -444,7 +445,7 @@ func (dst *destination) loop() {
 		case <-d.ctx.Done():
 			return
 		}
-		batch := dst.take()
+		batch, probe := dst.take()
 		if len(batch) < d.batch.MaxEvents && d.batch.Linger > 0 && len(batch) > 0 {
 			// Wait a little for more events to fill the batch; whatever
 			// arrives meanwhile joins it.
@@ -460,7 +461,7 @@ func (dst *destination) loop() {
 			continue
 		}
 		d.wg.Add(1)
-		go dst.deliver(batch)
+		go dst.deliver(batch, probe)
 	}
 }
 
@@ -478,13 +479,29 @@ func resetTimer(t *time.Timer, d time.Duration) *time.Timer {
 }
 
 // take removes up to a batch of ready entities and returns their heads,
-// counting one call in flight when there are any.
-func (dst *destination) take() []*item {
-	return dst.takeMore(nil)
+// counting one call in flight when there are any. probe is the outage's
+// number when the call is a probe of a held destination, else 0.
+func (dst *destination) take() (batch []*item, probe uint64) {
+	dst.mu.Lock()
+	defer dst.mu.Unlock()
+	batch = dst.takeLocked(nil)
+	if len(batch) > 0 {
+		dst.inflight++
+	}
+	if dst.outage > 0 {
+		probe = dst.epoch
+	}
+	return batch, probe
 }
 
 // takeMore adds to a batch that take started.
 func (dst *destination) takeMore(have []*item) []*item {
+	dst.mu.Lock()
+	defer dst.mu.Unlock()
+	return dst.takeLocked(have)
+}
+
+func (dst *destination) takeLocked(have []*item) []*item {
 	limits := dst.d.batch
 	size := 0
 	if limits.Size != nil {
@@ -493,8 +510,6 @@ func (dst *destination) takeMore(have []*item) []*item {
 		}
 	}
 	var out []*item
-	dst.mu.Lock()
-	defer dst.mu.Unlock()
 	for len(dst.ready) > 0 && len(have)+len(out) < limits.MaxEvents {
 		it := dst.entities[dst.ready[0]][0]
 		if limits.Size != nil && limits.MaxBytes > 0 && len(have)+len(out) > 0 {
@@ -509,13 +524,10 @@ func (dst *destination) takeMore(have []*item) []*item {
 		dst.ready = dst.ready[1:]
 		out = append(out, it)
 	}
-	if have == nil && len(out) > 0 {
-		dst.inflight++
-	}
 	return out
 }
 
-func (dst *destination) deliver(batch []*item) {
+func (dst *destination) deliver(batch []*item, probe uint64) {
 	d := dst.d
 	defer d.wg.Done()
 	evs := make([]*Event, len(batch))
@@ -556,15 +568,16 @@ func (dst *destination) deliver(batch []*item) {
 		dst.heldReason = oneLine(heldErr.Error())
 		if dst.outage == 1 {
 			startOutage = true
+			dst.epoch++
 			dst.heldSince = time.Now()
 			dst.held.Set(1)
 		}
 		dst.probe = time.Now().Add(backoff(d.o.BackoffMin, min(d.o.BackoffMax, HoldMax), dst.outage))
-	case dst.outage > 0 && start.After(dst.heldSince) && d.ctx.Err() == nil:
+	case dst.outage > 0 && probe == dst.epoch && d.ctx.Err() == nil:
 		// The destination answered for itself (delivered, or failed one
-		// event at a time): it works again. Only a call sent after the
-		// outage began ends it; one already in flight says nothing about
-		// the destination now.
+		// event at a time): it works again. Only a probe ends the outage;
+		// a call taken before it began says nothing about the destination
+		// now.
 		endOutage = time.Since(dst.heldSince)
 		dst.outage = 0
 		dst.probe = time.Time{}

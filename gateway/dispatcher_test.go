@@ -684,6 +684,7 @@ func TestDispatcherAloneUsesEverySlot(t *testing.T) {
 // next event for it creates it again.
 func TestDispatcherReapsIdleDestination(t *testing.T) {
 	p := newFake()
+	p.gate = make(chan struct{})
 	m := metrics.New()
 	d := newTestDispatcher(p, &memSink{}, func(o *DispatcherOptions) { o.Metrics, o.IdleTimeout = m, 20*time.Millisecond })
 	ctx := context.Background()
@@ -691,10 +692,16 @@ func TestDispatcherReapsIdleDestination(t *testing.T) {
 	if err := d.SubmitTo(ctx, ev(1, "vm-1"), []string{"gone"}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "delivered", func() bool { return p.count("gone") == 1 })
-	if !hasSeries(t, m, "eventrouter_queue_depth", "gone") {
-		t.Fatal("no queue_depth series while the destination is in use")
+	eventually(t, "a call in flight", func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.calling["gone"] == 1
+	})
+	if !hasSeries(t, m, "eventrouter_queue_depth", "gone") || destinationLoops() != before+1 {
+		t.Fatal("no queue_depth series or no goroutine while the destination is in use")
 	}
+	close(p.gate)
+	eventually(t, "delivered", func() bool { return p.count("gone") == 1 })
 	families := []string{"eventrouter_queue_depth", "eventrouter_processor_deliveries_total", "eventrouter_destination_held"}
 	eventually(t, "the idle destination released", func() bool {
 		for _, f := range families {
@@ -704,13 +711,22 @@ func TestDispatcherReapsIdleDestination(t *testing.T) {
 		}
 		return destinationLoops() == before
 	})
+	p.mu.Lock()
+	p.gate = make(chan struct{})
+	p.mu.Unlock()
 	if err := d.SubmitTo(ctx, ev(2, "vm-1"), []string{"gone"}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "delivered again", func() bool { return p.count("gone") == 2 })
-	if !hasSeries(t, m, "eventrouter_processor_deliveries_total", "gone") {
-		t.Error("no deliveries_total series once the destination is back")
+	eventually(t, "a call in flight again", func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.calling["gone"] == 1
+	})
+	if !hasSeries(t, m, "eventrouter_processor_deliveries_total", "gone") || destinationLoops() != before+1 {
+		t.Error("no deliveries_total series or no goroutine once the destination is back")
 	}
+	close(p.gate)
+	eventually(t, "delivered again", func() bool { return p.count("gone") == 2 })
 	closeDispatcher(t, d)
 }
 
