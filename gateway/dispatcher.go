@@ -558,7 +558,8 @@ func (dst *destination) deliver(batch []*item, probe uint64) {
 	}
 	dst.mu.Lock()
 	dst.inflight--
-	startOutage, endOutage := false, time.Duration(0)
+	startOutage, endOutage := false, false
+	var heldFor time.Duration
 	switch {
 	case len(heldKeys) > 0:
 		// One hold per call, however many events it carried. The events
@@ -578,7 +579,7 @@ func (dst *destination) deliver(batch []*item, probe uint64) {
 		// event at a time): it works again. Only a probe ends the outage;
 		// a call taken before it began says nothing about the destination
 		// now.
-		endOutage = time.Since(dst.heldSince)
+		endOutage, heldFor = true, time.Since(dst.heldSince)
 		dst.outage = 0
 		dst.probe = time.Time{}
 		dst.heldReason = ""
@@ -589,9 +590,9 @@ func (dst *destination) deliver(batch []*item, probe uint64) {
 		d.o.Log.Warn("destination held as a whole; holding its events until it is back, no attempt counted",
 			"processor", d.o.ProcessorName, "destination", dst.name, "err", heldErr)
 	}
-	if endOutage > 0 {
+	if endOutage {
 		d.o.Log.Info("destination back; delivering its held events", "processor", d.o.ProcessorName,
-			"destination", dst.name, "held_for", endOutage.Round(time.Second).String())
+			"destination", dst.name, "held_for", heldFor.Round(time.Second).String())
 	}
 	dst.wake()
 }
