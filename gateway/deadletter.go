@@ -39,3 +39,11 @@ func letterEvent(dl DeadLetter) string {
 	}
 	return string(dl.Event.JSON)
 }
+
+// letterKey is the vCenter key of a letter's event.
+func letterKey(dl DeadLetter) int32 {
+	if dl.Event == nil {
+		return dl.Position.Key
+	}
+	return dl.Event.Key
+}

@@ -6,7 +6,10 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -28,6 +31,21 @@ type DispatcherOptions struct {
 	Sink          DeadLetterSink
 	Log           *slog.Logger
 	Metrics       *metrics.Metrics
+	// Stream names the stream the events come from: the label of
+	// eventrouter_watermark_pending_events and the name in its /readyz
+	// line ("stream" when empty).
+	Stream string
+	// MaxPending caps the events read but not acknowledged (the watermark
+	// ledger): Submit, Done and DoneAt wait while it is reached.
+	// DefaultMaxPending, or twice QueueSize when that is more.
+	MaxPending int
+	// DegradedAfter is how long the oldest unacknowledged event may wait
+	// before Degraded reports the stream held (DefaultDegradedAfter).
+	DegradedAfter time.Duration
+	// IdleTimeout is how long a destination stays with nothing queued or
+	// in flight before its goroutine, queue and metric series are released
+	// (DefaultIdleTimeout); the next event for it creates it again.
+	IdleTimeout time.Duration
 	// Finished, when set, is called once per event and destination when
 	// the dispatcher is done with it: result "ok" or "dead_letter".
 	Finished func(ev *Event, dest, result string)
@@ -44,23 +62,43 @@ const (
 	// a probe is cheap (a refused dial), and a short cap means delivery
 	// resumes within seconds of the destination coming back.
 	HoldMax = 3 * time.Second
+	// DefaultMaxPending bounds the watermark ledger at about 4 MB (40 bytes
+	// an entry). Ten times the default queue_size, so that a held
+	// destination's full queue holds the stream first, as before; the cap
+	// bites when most events are dropped by filters or go to other
+	// destinations while one event is held, which used to grow the ledger
+	// without bound.
+	DefaultMaxPending = 100_000
+	// DefaultDegradedAfter is CONFIG.md's degraded_after: a stream whose
+	// oldest unacknowledged event waits longer shows on /readyz.
+	DefaultDegradedAfter = 5 * time.Minute
+	// DefaultIdleTimeout is how long an empty destination lives on: long
+	// enough that a function called every few minutes keeps its goroutine
+	// and series, short enough that deleted functions do not pile up.
+	DefaultIdleTimeout = 10 * time.Minute
 )
 
 // Dispatcher delivers events for one processor. Each destination has a
 // bounded queue; events about the same vSphere object (Event.Entity) reach a
 // destination one at a time and in order, while different objects go in
 // parallel up to Concurrency. A failed delivery is retried with capped
-// backoff and jitter, up to RetryLimit attempts, then dead-lettered; an
-// unreachable destination is held (no attempt counted) and its full queue
-// holds the stream: backpressure, never loss.
+// backoff and jitter, up to RetryLimit attempts, then dead-lettered; a
+// destination that fails as a whole (Unreachable) is held (no attempt
+// counted) and its full queue holds the stream: backpressure, never loss.
+//
+// While there are several destinations, one may use at most half of the
+// Concurrency slots, so that a function whose calls hang until their
+// timeout leaves the other half to the healthy ones; a destination alone
+// uses them all.
 type Dispatcher struct {
 	o      DispatcherOptions
 	batch  BatchLimits
 	sem    chan struct{} // deliveries in flight
-	ledger ledger
+	ledger *ledger
 	stat   *metrics.Stat
 	ctx    context.Context // cancelled when Close gives up waiting
 	cancel context.CancelFunc
+	ndests atomic.Int32 // len(dests), for the loops to read without mu
 
 	mu     sync.Mutex
 	dests  map[string]*destination
@@ -73,8 +111,8 @@ type item struct {
 	ev       *Event
 	key      string // ordering key: the entity, or unique when it has none
 	seq      uint64
-	attempts int
-	first    error // the first failure, logged once
+	attempts int   // counted failures; written under the destination's mu
+	err      error // the last counted failure, for /readyz; under mu
 }
 
 // destination is one queue: an OpenFaaS function, the EventBridge bus.
@@ -83,15 +121,21 @@ type destination struct {
 	name  string
 	space chan struct{} // one token per queued event: the queue bound
 	nudge chan struct{} // wakes the loop
+	users atomic.Int32  // Submits using it: it must not be reaped
 	depth prometheus.Gauge
+	held  prometheus.Gauge      // eventrouter_destination_held
 	res   [4]prometheus.Counter // ok, retry, failed, dead_letter
 
-	mu       sync.Mutex
-	entities map[string][]*item // per-entity FIFO; the head is in flight or waiting
-	ready    []string           // entities whose head may be sent now
-	queued   int
-	held     time.Time // unreachable: no delivery before this
-	outage   int       // consecutive unreachable results
+	mu         sync.Mutex
+	entities   map[string][]*item // per-entity FIFO; the head is in flight or waiting
+	ready      []string           // entities whose head may be sent now
+	queued     int
+	inflight   int       // delivery calls in flight
+	probe      time.Time // held: no delivery before this
+	outage     int       // consecutive calls that failed as a whole; > 0 is held
+	epoch      uint64    // outages so far: the current one's number
+	heldSince  time.Time
+	heldReason string // the last whole-destination error, on one line
 }
 
 const (
@@ -118,7 +162,20 @@ func NewDispatcher(o DispatcherOptions) *Dispatcher {
 	if o.Sink == nil {
 		o.Sink = NewLogSink(o.Log)
 	}
+	if o.Stream == "" {
+		o.Stream = "stream"
+	}
+	if o.MaxPending <= 0 {
+		o.MaxPending = max(DefaultMaxPending, 2*o.QueueSize)
+	}
+	if o.DegradedAfter <= 0 {
+		o.DegradedAfter = DefaultDegradedAfter
+	}
+	if o.IdleTimeout <= 0 {
+		o.IdleTimeout = DefaultIdleTimeout
+	}
 	d := &Dispatcher{o: o, sem: make(chan struct{}, o.Concurrency), dests: map[string]*destination{}}
+	d.ledger = newLedger(o.MaxPending, o.Metrics.WatermarkPending.WithLabelValues(o.Stream))
 	d.batch = BatchLimits{MaxEvents: 1}
 	if b, ok := o.Processor.(Batcher); ok {
 		d.batch = b.BatchLimits()
@@ -132,8 +189,9 @@ func NewDispatcher(o DispatcherOptions) *Dispatcher {
 }
 
 // Submit queues ev for every destination the processor names. It blocks
-// while a destination's queue is full (the stream waits) and returns an
-// error only when ctx is done or the dispatcher is closed.
+// while a destination's queue or the watermark ledger is full (the stream
+// waits) and returns an error only when ctx is done or the dispatcher is
+// closed.
 func (d *Dispatcher) Submit(ctx context.Context, ev *Event) error {
 	return d.SubmitTo(ctx, ev, d.o.Processor.Destinations(ev))
 }
@@ -142,24 +200,34 @@ func (d *Dispatcher) Submit(ctx context.Context, ev *Event) error {
 // uses it to send a dead letter back to the one destination that gave up.
 func (d *Dispatcher) SubmitTo(ctx context.Context, ev *Event, dests []string) error {
 	var ds []*destination
+	// unwind gives back what a Submit cut short took, so that it registers
+	// nothing and the ledger's count stays exact.
+	unwind := func() {
+		for _, q := range ds {
+			<-q.space
+			q.users.Add(-1)
+		}
+	}
 	for _, name := range dests {
 		dst, err := d.destination(name)
 		if err != nil {
+			unwind()
 			return err
 		}
-		// Taking the queue tokens before registering keeps the ledger's
-		// count exact: a Submit cut short by ctx registers nothing.
 		select {
 		case dst.space <- struct{}{}:
 			ds = append(ds, dst)
 		case <-ctx.Done():
-			for _, q := range ds {
-				<-q.space
-			}
+			dst.users.Add(-1)
+			unwind()
 			return ctx.Err()
 		}
 	}
-	seq := d.ledger.add(ev.Position(), len(ds))
+	seq, err := d.ledger.add(ctx, ev.Position(), len(ds))
+	if err != nil {
+		unwind()
+		return err
+	}
 	if len(ds) == 0 {
 		d.o.Log.Debug("no destination for event", "key", ev.Key, "subject", ev.Subject)
 	}
@@ -171,19 +239,23 @@ func (d *Dispatcher) SubmitTo(ctx context.Context, ev *Event, dests []string) er
 	}
 	for _, dst := range ds {
 		dst.push(&item{ev: ev, key: key, seq: seq})
+		dst.users.Add(-1)
 	}
 	return nil
 }
 
 // Done records an event that needs no delivery (a filter dropped or
-// dead-lettered it), so the watermark moves past it.
-func (d *Dispatcher) Done(ev *Event) {
-	d.DoneAt(ev.Position())
+// dead-lettered it), so the watermark moves past it. It waits while the
+// watermark ledger is full and returns an error only when ctx is done.
+func (d *Dispatcher) Done(ctx context.Context, ev *Event) error {
+	return d.DoneAt(ctx, ev.Position())
 }
 
-// DoneAt records a position that needs no delivery (an undecodable event).
-func (d *Dispatcher) DoneAt(pos Position) {
-	d.ledger.add(pos, 0)
+// DoneAt records a position that needs no delivery (an undecodable event),
+// as Done does.
+func (d *Dispatcher) DoneAt(ctx context.Context, pos Position) error {
+	_, err := d.ledger.add(ctx, pos, 0)
+	return err
 }
 
 // Watermark returns the position below which every event is finished, and
@@ -195,18 +267,31 @@ func (d *Dispatcher) Watermark() (Position, bool) { return d.ledger.watermark() 
 func (d *Dispatcher) Pending() (int, Position) { return d.ledger.pending() }
 
 // DeadLetter hands a letter to the sink, counting it; if the sink fails the
-// whole event is logged at error level so it is never silently lost.
-func (d *Dispatcher) DeadLetter(ctx context.Context, dl DeadLetter) {
+// whole event is logged at error level so it is never silently lost. When
+// the sink fails because ctx is done (shutting down while a full sink
+// blocks), the letter is not kept and DeadLetter returns ctx's error: the
+// caller must leave the event unacknowledged, so that a checkpointed router
+// reads it again.
+func (d *Dispatcher) DeadLetter(ctx context.Context, dl DeadLetter) error {
 	if dl.Time.IsZero() {
 		dl.Time = time.Now().UTC()
 	}
-	d.o.Metrics.DeadLetters.WithLabelValues(d.o.ProcessorName, dl.Reason).Inc()
 	if err := d.o.Sink.Write(ctx, dl); err != nil {
+		if ctx.Err() != nil {
+			d.o.Log.Warn("dead letter not written: shutting down; the event stays unacknowledged and is read again at the next start",
+				"reason", dl.Reason, "origin", dl.Origin, "key", letterKey(dl), "err", err)
+			return ctx.Err()
+		}
 		d.o.Log.Error("dead-letter sink failed; the event follows in this log line", "err", err,
 			"reason", dl.Reason, "event", letterEvent(dl))
 	}
+	d.o.Metrics.DeadLetters.WithLabelValues(d.o.ProcessorName, dl.Reason).Inc()
+	return nil
 }
 
+// destination returns the named destination, creating it on first use. The
+// caller must release it with users.Add(-1) once its event is pushed: until
+// then it is not reaped.
 func (d *Dispatcher) destination(name string) (*destination, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -214,6 +299,7 @@ func (d *Dispatcher) destination(name string) (*destination, error) {
 		return nil, errors.New("dispatcher closed")
 	}
 	if dst, ok := d.dests[name]; ok {
+		dst.users.Add(1)
 		return dst, nil
 	}
 	dst := &destination{
@@ -222,15 +308,52 @@ func (d *Dispatcher) destination(name string) (*destination, error) {
 		space:    make(chan struct{}, d.o.QueueSize),
 		nudge:    make(chan struct{}, 1),
 		depth:    d.o.Metrics.QueueDepth.WithLabelValues(d.o.ProcessorName, name),
+		held:     d.o.Metrics.DestinationHeld.WithLabelValues(d.o.ProcessorName, name),
 		entities: map[string][]*item{},
 	}
-	for i, r := range []string{"ok", "retry", "failed", "dead_letter"} {
+	dst.held.Set(0)
+	for i, r := range results {
 		dst.res[i] = d.o.Metrics.Deliveries.WithLabelValues(d.o.ProcessorName, name, r)
 	}
+	dst.users.Add(1)
 	d.dests[name] = dst
+	d.ndests.Store(int32(len(d.dests)))
 	d.wg.Add(1)
 	go dst.loop()
 	return dst, nil
+}
+
+// results are the result labels of eventrouter_processor_deliveries_total,
+// indexed by resOK and the others.
+var results = [...]string{"ok", "retry", "failed", "dead_letter"}
+
+// reap removes the destination if it is still idle and nobody is about to
+// queue an event for it, deleting its metric series. It reports whether it
+// did; the loop then ends.
+func (dst *destination) reap() bool {
+	d := dst.d
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	dst.mu.Lock()
+	idle := dst.queued == 0 && dst.inflight == 0 && dst.users.Load() == 0 && len(dst.space) == 0
+	dst.mu.Unlock()
+	if !idle {
+		return false
+	}
+	delete(d.dests, dst.name)
+	d.ndests.Store(int32(len(d.dests)))
+	m, proc := d.o.Metrics, d.o.ProcessorName
+	m.QueueDepth.DeleteLabelValues(proc, dst.name)
+	m.DestinationHeld.DeleteLabelValues(proc, dst.name)
+	for _, r := range results {
+		m.Deliveries.DeleteLabelValues(proc, dst.name, r)
+	}
+	d.o.Log.Debug("idle destination released", "processor", proc, "destination", dst.name)
+	// The others' share of the slots may have grown.
+	for _, o := range d.dests {
+		o.wake()
+	}
+	return true
 }
 
 func (dst *destination) push(it *item) {
@@ -246,6 +369,21 @@ func (dst *destination) push(it *item) {
 	dst.wake()
 }
 
+// slots is how many delivery calls one destination may have in flight: all
+// of them while it is the only one, else half. Half rather than a fair
+// share of the destinations: many functions are known, few busy at a time,
+// and a busy one should not be held to a small share. The cap follows the
+// destinations that exist (not yet released for idleness): a slot that a
+// hanging call holds cannot be taken back, so a function that turns up
+// while another one's calls hang gets its first slot when one of those
+// calls times out.
+func (d *Dispatcher) slots() int {
+	if d.ndests.Load() > 1 {
+		return max(1, d.o.Concurrency/2)
+	}
+	return d.o.Concurrency
+}
+
 func (dst *destination) wake() {
 	select {
 	case dst.nudge <- struct{}{}:
@@ -254,25 +392,49 @@ func (dst *destination) wake() {
 }
 
 // loop sends ready entities' head events, one delivery call per event or per
-// batch, each holding one of the dispatcher's concurrency slots.
+// batch, each holding one of the dispatcher's concurrency slots. It ends
+// when the dispatcher stops or the destination has been idle for
+// IdleTimeout.
 func (dst *destination) loop() {
 	d := dst.d
 	defer d.wg.Done()
-	var timer *time.Timer
+	var timer, idleTimer *time.Timer
+	defer func() {
+		for _, t := range []*time.Timer{timer, idleTimer} {
+			if t != nil {
+				t.Stop()
+			}
+		}
+	}()
 	for {
 		dst.mu.Lock()
-		wait := time.Until(dst.held)
+		var wait time.Duration
+		if dst.outage > 0 {
+			wait = time.Until(dst.probe)
+		}
 		n := len(dst.ready)
+		// A held destination gets one probe at a time: a throttled one
+		// must not be answered with a burst.
+		busy := dst.inflight >= d.slots() || (dst.outage > 0 && dst.inflight > 0)
+		idle := dst.queued == 0 && dst.inflight == 0
 		dst.mu.Unlock()
-		if n == 0 || wait > 0 {
-			var tc <-chan time.Time
-			if n > 0 && wait > 0 {
+		if n == 0 || wait > 0 || busy {
+			var tc, ic <-chan time.Time
+			if n > 0 && wait > 0 && !busy {
 				timer = resetTimer(timer, wait)
 				tc = timer.C
+			}
+			if idle {
+				idleTimer = resetTimer(idleTimer, d.o.IdleTimeout)
+				ic = idleTimer.C
 			}
 			select {
 			case <-dst.nudge:
 			case <-tc:
+			case <-ic:
+				if dst.reap() {
+					return
+				}
 			case <-d.ctx.Done():
 				return
 			}
@@ -283,7 +445,7 @@ func (dst *destination) loop() {
 		case <-d.ctx.Done():
 			return
 		}
-		batch := dst.take()
+		batch, probe := dst.take()
 		if len(batch) < d.batch.MaxEvents && d.batch.Linger > 0 && len(batch) > 0 {
 			// Wait a little for more events to fill the batch; whatever
 			// arrives meanwhile joins it.
@@ -299,7 +461,7 @@ func (dst *destination) loop() {
 			continue
 		}
 		d.wg.Add(1)
-		go dst.deliver(batch)
+		go dst.deliver(batch, probe)
 	}
 }
 
@@ -316,12 +478,30 @@ func resetTimer(t *time.Timer, d time.Duration) *time.Timer {
 	return t
 }
 
-// take removes up to a batch of ready entities and returns their heads.
-func (dst *destination) take() []*item {
-	return dst.takeMore(nil)
+// take removes up to a batch of ready entities and returns their heads,
+// counting one call in flight when there are any. probe is the outage's
+// number when the call is a probe of a held destination, else 0.
+func (dst *destination) take() (batch []*item, probe uint64) {
+	dst.mu.Lock()
+	defer dst.mu.Unlock()
+	batch = dst.takeLocked(nil)
+	if len(batch) > 0 {
+		dst.inflight++
+	}
+	if dst.outage > 0 {
+		probe = dst.epoch
+	}
+	return batch, probe
 }
 
+// takeMore adds to a batch that take started.
 func (dst *destination) takeMore(have []*item) []*item {
+	dst.mu.Lock()
+	defer dst.mu.Unlock()
+	return dst.takeLocked(have)
+}
+
+func (dst *destination) takeLocked(have []*item) []*item {
 	limits := dst.d.batch
 	size := 0
 	if limits.Size != nil {
@@ -330,8 +510,6 @@ func (dst *destination) takeMore(have []*item) []*item {
 		}
 	}
 	var out []*item
-	dst.mu.Lock()
-	defer dst.mu.Unlock()
 	for len(dst.ready) > 0 && len(have)+len(out) < limits.MaxEvents {
 		it := dst.entities[dst.ready[0]][0]
 		if limits.Size != nil && limits.MaxBytes > 0 && len(have)+len(out) > 0 {
@@ -349,7 +527,7 @@ func (dst *destination) takeMore(have []*item) []*item {
 	return out
 }
 
-func (dst *destination) deliver(batch []*item) {
+func (dst *destination) deliver(batch []*item, probe uint64) {
 	d := dst.d
 	defer d.wg.Done()
 	evs := make([]*Event, len(batch))
@@ -368,26 +546,59 @@ func (dst *destination) deliver(batch []*item) {
 			errs[i] = err
 		}
 	}
-	unreachable := false
+	var heldKeys []string
+	var heldErr error
 	for i, it := range batch {
-		unreachable = dst.finish(it, errs[i]) || unreachable
-	}
-	if unreachable {
-		// One hold per call, however many events it carried.
-		dst.mu.Lock()
-		dst.outage++
-		if dst.outage == 1 {
-			d.o.Log.Warn("destination unreachable; holding its events until it is back", "processor", d.o.ProcessorName,
-				"destination", dst.name, "err", errs[0])
+		if dst.finish(it, errs[i]) {
+			heldKeys = append(heldKeys, it.key)
+			if heldErr == nil {
+				heldErr = errs[i]
+			}
 		}
-		dst.held = time.Now().Add(backoff(d.o.BackoffMin, min(d.o.BackoffMax, HoldMax), dst.outage))
-		dst.mu.Unlock()
+	}
+	dst.mu.Lock()
+	dst.inflight--
+	startOutage, endOutage := false, false
+	var heldFor time.Duration
+	switch {
+	case len(heldKeys) > 0:
+		// One hold per call, however many events it carried. The events
+		// go back to the front: no attempt is counted against them.
+		dst.ready = append(heldKeys, dst.ready...)
+		dst.outage++
+		dst.heldReason = oneLine(heldErr.Error())
+		if dst.outage == 1 {
+			startOutage = true
+			dst.epoch++
+			dst.heldSince = time.Now()
+			dst.held.Set(1)
+		}
+		dst.probe = time.Now().Add(backoff(d.o.BackoffMin, min(d.o.BackoffMax, HoldMax), dst.outage))
+	case dst.outage > 0 && probe == dst.epoch && d.ctx.Err() == nil:
+		// The destination answered for itself (delivered, or failed one
+		// event at a time): it works again. Only a probe ends the outage;
+		// a call taken before it began says nothing about the destination
+		// now.
+		endOutage, heldFor = true, time.Since(dst.heldSince)
+		dst.outage = 0
+		dst.probe = time.Time{}
+		dst.heldReason = ""
+		dst.held.Set(0)
+	}
+	dst.mu.Unlock()
+	if startOutage {
+		d.o.Log.Warn("destination held as a whole; holding its events until it is back, no attempt counted",
+			"processor", d.o.ProcessorName, "destination", dst.name, "err", heldErr)
+	}
+	if endOutage {
+		d.o.Log.Info("destination back; delivering its held events", "processor", d.o.ProcessorName,
+			"destination", dst.name, "held_for", heldFor.Round(time.Second).String())
 	}
 	dst.wake()
 }
 
 // finish handles one event's delivery result. It reports whether the
-// destination was unreachable.
+// destination failed as a whole, leaving the event for deliver to hold.
 func (dst *destination) finish(it *item, err error) bool {
 	d := dst.d
 	switch {
@@ -396,13 +607,6 @@ func (dst *destination) finish(it *item, err error) bool {
 		d.stat.Invocation(it.ev.Subject)
 		d.o.Metrics.DeliveryLag.WithLabelValues(d.o.ProcessorName).Observe(time.Since(it.ev.Time).Seconds())
 		d.o.Log.Debug("delivered", "destination", dst.name, "key", it.ev.Key, "subject", it.ev.Subject, "attempts", it.attempts+1)
-		dst.mu.Lock()
-		if dst.outage > 0 {
-			d.o.Log.Info("destination reachable again", "processor", d.o.ProcessorName, "destination", dst.name)
-		}
-		dst.outage = 0
-		dst.held = time.Time{}
-		dst.mu.Unlock()
 		dst.pop(it)
 		if d.o.Finished != nil {
 			d.o.Finished(it.ev, dst.name, "ok")
@@ -413,25 +617,25 @@ func (dst *destination) finish(it *item, err error) bool {
 		return false
 	case IsUnreachable(err):
 		dst.res[resFailed].Inc()
-		dst.mu.Lock()
-		dst.ready = append([]string{it.key}, dst.ready...)
-		dst.mu.Unlock()
 		return true
 	case IsPermanent(err):
 		dst.deadLetter(it, "rejected", err)
 	default:
+		dst.mu.Lock()
 		it.attempts++
-		if d.o.RetryLimit > 0 && it.attempts >= d.o.RetryLimit {
+		it.err = err
+		attempts := it.attempts
+		dst.mu.Unlock()
+		if d.o.RetryLimit > 0 && attempts >= d.o.RetryLimit {
 			dst.deadLetter(it, "retry_limit", err)
 			return false
 		}
 		dst.res[resRetry].Inc()
-		if it.first == nil {
-			it.first = err
+		if attempts == 1 {
 			d.o.Log.Warn("delivery failed; retrying", "processor", d.o.ProcessorName, "destination", dst.name,
 				"key", it.ev.Key, "subject", it.ev.Subject, "err", err)
 		}
-		wait := backoff(d.o.BackoffMin, d.o.BackoffMax, it.attempts)
+		wait := backoff(d.o.BackoffMin, d.o.BackoffMax, attempts)
 		time.AfterFunc(wait, func() {
 			dst.mu.Lock()
 			dst.ready = append(dst.ready, it.key)
@@ -444,13 +648,17 @@ func (dst *destination) finish(it *item, err error) bool {
 
 func (dst *destination) deadLetter(it *item, reason string, err error) {
 	d := dst.d
+	if d.DeadLetter(d.ctx, DeadLetter{
+		Event: it.ev, Origin: OriginProcessor, Processor: d.o.ProcessorName,
+		Destination: dst.name, Reason: reason, Error: err.Error(), Attempts: max(it.attempts, 1),
+	}) != nil {
+		// Shutting down and the letter was not kept: the event stays
+		// unacknowledged, to be read again at the next start.
+		return
+	}
 	dst.res[resDeadLetter].Inc()
 	d.o.Log.Error("delivery given up; event dead-lettered", "processor", d.o.ProcessorName, "destination", dst.name,
 		"key", it.ev.Key, "subject", it.ev.Subject, "reason", reason, "attempts", it.attempts, "err", err)
-	d.DeadLetter(d.ctx, DeadLetter{
-		Event: it.ev, Origin: OriginProcessor, Processor: d.o.ProcessorName, Destination: dst.name,
-		Reason: reason, Error: err.Error(), Attempts: max(it.attempts, 1),
-	})
 	dst.pop(it)
 	if d.o.Finished != nil {
 		d.o.Finished(it.ev, dst.name, "dead_letter")
@@ -485,6 +693,85 @@ func backoff(lo, hi time.Duration, n int) time.Duration {
 	}
 	b = min(b, hi)
 	return b/2 + rand.N(b/2+1)
+}
+
+// Degraded returns /readyz's degraded lines, without the "degraded: "
+// prefix: the stream when its oldest unacknowledged event has waited longer
+// than DegradedAfter (the checkpoint is stuck there), naming the
+// destinations it waits for, and each held destination.
+func (d *Dispatcher) Degraded() []string {
+	now := time.Now()
+	d.mu.Lock()
+	dests := make([]*destination, 0, len(d.dests))
+	for _, dst := range d.dests {
+		dests = append(dests, dst)
+	}
+	d.mu.Unlock()
+	slices.SortFunc(dests, func(a, b *destination) int { return strings.Compare(a.name, b.name) })
+
+	var lines []string
+	if o, ok := d.ledger.oldest(); ok && now.Sub(o.since) >= d.o.DegradedAfter {
+		var waits []string
+		for _, dst := range dests {
+			if w, ok := dst.waiting(o.seq); ok {
+				waits = append(waits, w)
+			}
+		}
+		if len(waits) == 0 {
+			waits = []string{"queueing"}
+		}
+		paused := ""
+		if o.full {
+			paused = ", the cap: reading paused"
+		}
+		lines = append(lines, fmt.Sprintf("stream %s: held for %s by processor %s (%s); the checkpoint waits at event key %d created %s, %d events unacknowledged%s",
+			d.o.Stream, now.Sub(o.since).Round(time.Second), d.o.ProcessorName, strings.Join(waits, "; "),
+			o.pos.Key, o.pos.Time.UTC().Format(time.RFC3339), o.held, paused))
+	}
+	for _, dst := range dests {
+		dst.mu.Lock()
+		if dst.outage > 0 {
+			lines = append(lines, fmt.Sprintf("processor %s: destination %s held since %s (%s): %s",
+				d.o.ProcessorName, dst.name, dst.heldSince.UTC().Format(time.RFC3339),
+				now.Sub(dst.heldSince).Round(time.Second), dst.heldReason))
+		}
+		dst.mu.Unlock()
+	}
+	return lines
+}
+
+// waiting describes why the event numbered seq is still at the destination,
+// or reports false when it is not there.
+func (dst *destination) waiting(seq uint64) (string, bool) {
+	dst.mu.Lock()
+	defer dst.mu.Unlock()
+	for _, q := range dst.entities {
+		// Each entity's events are in stream order, and everything before
+		// the oldest unfinished event is finished: it can only be a head.
+		it := q[0]
+		if it.seq != seq {
+			continue
+		}
+		switch {
+		case dst.outage > 0:
+			return fmt.Sprintf("destination %s held: %s", dst.name, dst.heldReason), true
+		case it.err != nil:
+			return fmt.Sprintf("destination %s failing, %d attempts: %s", dst.name, it.attempts, oneLine(it.err.Error())), true
+		default:
+			return fmt.Sprintf("destination %s delivering", dst.name), true
+		}
+	}
+	return "", false
+}
+
+// oneLine makes an error message fit one /readyz line.
+func oneLine(s string) string {
+	s = strings.Join(strings.Fields(s), " ")
+	const limit = 300
+	if len(s) > limit {
+		s = strings.ToValidUTF8(s[:limit], "") + "..."
+	}
+	return s
 }
 
 // Idle reports whether nothing is queued or in flight.

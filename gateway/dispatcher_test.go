@@ -6,11 +6,17 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/vmware-samples/vmware-event-router/gateway/metrics"
+	"github.com/vmware-samples/vmware-event-router/internal/testutil"
 )
 
 // fakeProcessor is a test double of our own Processor interface: a script
@@ -26,11 +32,15 @@ type fakeProcessor struct {
 	overlap   bool           // two deliveries of one entity at once
 	result    func(dest string, ev *Event, attempt int) error
 	attempts  map[*Event]int
-	gate      chan struct{} // when set, Deliver waits on it
+	gate      chan struct{}  // when set, Deliver waits on it
+	hang      string         // deliveries to this destination wait for their ctx
+	calling   map[string]int // destination -> calls in flight
+	peak      map[string]int // destination -> most calls in flight at once
 }
 
 func newFake(dests ...string) *fakeProcessor {
-	return &fakeProcessor{dests: dests, delivered: map[string][]*Event{}, inFlight: map[string]int{}, attempts: map[*Event]int{}}
+	return &fakeProcessor{dests: dests, delivered: map[string][]*Event{}, inFlight: map[string]int{}, attempts: map[*Event]int{},
+		calling: map[string]int{}, peak: map[string]int{}}
 }
 
 func (f *fakeProcessor) Start(context.Context) error { return nil }
@@ -44,6 +54,8 @@ func (f *fakeProcessor) Close() error                 { return nil }
 func (f *fakeProcessor) Deliver(ctx context.Context, dest string, evs []*Event) []error {
 	f.mu.Lock()
 	f.calls = append(f.calls, evs)
+	f.calling[dest]++
+	f.peak[dest] = max(f.peak[dest], f.calling[dest])
 	for _, ev := range evs {
 		key := dest + "/" + ev.Entity
 		if ev.Entity != "" && f.inFlight[key] > 0 {
@@ -52,20 +64,28 @@ func (f *fakeProcessor) Deliver(ctx context.Context, dest string, evs []*Event) 
 		f.inFlight[key]++
 	}
 	gate := f.gate
+	if dest == f.hang {
+		gate = make(chan struct{}) // never closed: wait for ctx
+	}
 	f.mu.Unlock()
+	cancelled := false
 	if gate != nil {
 		select {
 		case <-gate:
 		case <-ctx.Done():
+			cancelled = true
 		}
 	}
 	errs := make([]error, len(evs))
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.calling[dest]--
 	for i, ev := range evs {
 		f.inFlight[dest+"/"+ev.Entity]--
 		f.attempts[ev]++
-		if f.result != nil {
+		if cancelled {
+			errs[i] = ctx.Err()
+		} else if f.result != nil {
 			errs[i] = f.result(dest, ev, f.attempts[ev])
 		}
 		if errs[i] == nil {
@@ -316,11 +336,12 @@ func TestDispatcherBatches(t *testing.T) {
 }
 
 func TestLedgerWatermark(t *testing.T) {
-	var l ledger
+	l := newLedger(100, nil)
+	ctx := context.Background()
 	pos := func(k int32) Position { return Position{Time: time.Unix(100, 0), Key: k} }
-	a := l.add(pos(1), 2)
-	b := l.add(pos(2), 1)
-	l.add(pos(3), 0)
+	a, _ := l.add(ctx, pos(1), 2)
+	b, _ := l.add(ctx, pos(2), 1)
+	_, _ = l.add(ctx, pos(3), 0)
 	if _, ok := l.watermark(); ok {
 		t.Fatal("watermark before anything finished")
 	}
@@ -377,5 +398,395 @@ func TestBackoff(t *testing.T) {
 	// minutes without jitter; jitter takes up to half off).
 	if total < 2*time.Minute || total > 5*time.Minute {
 		t.Errorf("20 attempts span %v", total)
+	}
+}
+
+func logTo(buf *testutil.SyncBuffer) *slog.Logger { return slog.New(slog.NewTextHandler(buf, nil)) }
+
+// hasSeries reports whether the registry exports a series of the named
+// family for destination dest.
+func hasSeries(t *testing.T, m *metrics.Metrics, family, dest string) bool {
+	t.Helper()
+	mfs, err := m.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != family {
+			continue
+		}
+		for _, s := range mf.GetMetric() {
+			for _, l := range s.GetLabel() {
+				if l.GetName() == "destination" && l.GetValue() == dest {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// destinationLoops counts the destination goroutines running in the
+// process.
+func destinationLoops() int {
+	buf := make([]byte, 1<<22)
+	n := runtime.Stack(buf, true)
+	return strings.Count(string(buf[:n]), "gateway.(*destination).loop(")
+}
+
+// TestDispatcherHeldStream: one event held at an unreachable destination
+// while filters drop every later one. The watermark ledger stops at
+// MaxPending and Done then waits (the stream is held) rather than grow; the
+// pending gauge and a /readyz line say so and why; once the destination is
+// back everything moves.
+func TestDispatcherHeldStream(t *testing.T) {
+	p := newFake("f")
+	var down atomic.Bool
+	down.Store(true)
+	p.result = func(string, *Event, int) error {
+		if down.Load() {
+			return Unreachable(errors.New("dial tcp 10.0.0.1:8080: connection refused"))
+		}
+		return nil
+	}
+	m := metrics.New()
+	d := newTestDispatcher(p, &memSink{}, func(o *DispatcherOptions) {
+		o.Metrics, o.Stream, o.MaxPending, o.DegradedAfter = m, "vcsim", 50, time.Millisecond
+	})
+	ctx := context.Background()
+	if err := d.Submit(ctx, ev(1, "vm-1")); err != nil {
+		t.Fatal(err)
+	}
+	for i := int32(2); i <= 50; i++ {
+		if err := d.Done(ctx, ev(i, "")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pending := m.WatermarkPending.WithLabelValues("vcsim")
+	if v := promtest.ToFloat64(pending); v != 50 {
+		t.Fatalf("eventrouter_watermark_pending_events %v, want 50", v)
+	}
+	short, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+	defer cancel()
+	if err := d.Done(short, ev(51, "")); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Done with the ledger at its cap returned %v, want it to wait until its context ends", err)
+	}
+	if err := d.Submit(short, ev(51, "vm-2")); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Submit with the ledger at its cap returned %v, want it to wait until its context ends", err)
+	}
+	if n, _ := d.Pending(); n != 50 {
+		t.Fatalf("pending %d after cancelled calls, want 50", n)
+	}
+	want := "by processor fake (destination f held: dial tcp 10.0.0.1:8080: connection refused); " +
+		"the checkpoint waits at event key 1 created 2026-01-01T00:00:01Z, 50 events unacknowledged, the cap: reading paused"
+	var lines []string
+	eventually(t, "the stream shown held on /readyz", func() bool {
+		lines = d.Degraded()
+		return len(lines) == 2 && strings.HasPrefix(lines[0], "stream vcsim: held for ") && strings.HasSuffix(lines[0], want)
+	})
+	if !strings.HasPrefix(lines[1], "processor fake: destination f held since ") {
+		t.Errorf("second degraded line %q", lines[1])
+	}
+
+	done := make(chan error, 1)
+	go func() { done <- d.Done(ctx, ev(52, "")) }()
+	down.Store(false)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the watermark past everything", func() bool { wm, ok := d.Watermark(); return ok && wm.Key == 52 })
+	if v := promtest.ToFloat64(pending); v != 0 {
+		t.Errorf("eventrouter_watermark_pending_events %v after recovery, want 0", v)
+	}
+	// The hold ends once the call that delivered returns, just after its
+	// events are acknowledged.
+	eventually(t, "no degraded line after recovery", func() bool { return len(d.Degraded()) == 0 })
+	closeDispatcher(t, d)
+}
+
+// TestDispatcherHeldDestination: a destination failing as a whole (here
+// throttled) is held: no attempt counted, one probe at a time, logged once
+// per outage with the reason, eventrouter_destination_held 1 and a /readyz
+// line while it lasts.
+func TestDispatcherHeldDestination(t *testing.T) {
+	p := newFake("f")
+	var down atomic.Bool
+	down.Store(true)
+	p.result = func(string, *Event, int) error {
+		if down.Load() {
+			return Unreachable(errors.New("ThrottlingException: Rate exceeded\n(request id 1)"))
+		}
+		return nil
+	}
+	logs := &testutil.SyncBuffer{}
+	m := metrics.New()
+	sink := &memSink{}
+	d := newTestDispatcher(p, sink, func(o *DispatcherOptions) { o.Metrics, o.Log, o.RetryLimit = m, logTo(logs), 1 })
+	for i := int32(1); i <= 20; i++ {
+		if err := d.Submit(context.Background(), ev(i, fmt.Sprintf("vm-%d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	held := m.DestinationHeld.WithLabelValues("fake", "f")
+	eventually(t, "the destination held", func() bool { return promtest.ToFloat64(held) == 1 })
+	// Calls sent before the hold may still be finishing; from one probe
+	// on, no other call may run beside it.
+	var n0 int
+	eventually(t, "at most one call in flight", func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		p.peak["f"], n0 = p.calling["f"], len(p.calls)
+		return p.calling["f"] <= 1
+	})
+	eventually(t, "ten more probes", func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return len(p.calls) >= n0+10
+	})
+	p.mu.Lock()
+	peak := p.peak["f"]
+	p.mu.Unlock()
+	if peak > 1 {
+		t.Errorf("%d calls at once to a held destination, want one probe at a time", peak)
+	}
+	lines := d.Degraded()
+	if len(lines) != 1 || !strings.HasPrefix(lines[0], "processor fake: destination f held since ") ||
+		!strings.HasSuffix(lines[0], "): ThrottlingException: Rate exceeded (request id 1)") {
+		t.Errorf("degraded lines %q", lines)
+	}
+	if sink.len() != 0 {
+		t.Errorf("a held destination's events were dead-lettered (attempts counted): %+v", sink.letters)
+	}
+	if n := promtest.ToFloat64(m.Deliveries.WithLabelValues("fake", "f", "failed")); n < 10 {
+		t.Errorf("deliveries_total{result=failed} %v, want every probe counted", n)
+	}
+
+	down.Store(false)
+	eventually(t, "all delivered after the outage", func() bool { return p.count("f") == 20 })
+	// The processor records a delivery before its call returns: the hold
+	// ends just after.
+	eventually(t, "the hold over", func() bool { return promtest.ToFloat64(held) == 0 && len(d.Degraded()) == 0 })
+	closeDispatcher(t, d)
+	out := logs.String()
+	if n := strings.Count(out, "destination held as a whole"); n != 1 {
+		t.Errorf("outage logged %d times, want once:\n%s", n, out)
+	}
+	if n := strings.Count(out, "destination back"); n != 1 {
+		t.Errorf("recovery logged %d times, want once:\n%s", n, out)
+	}
+}
+
+// TestDispatcherHeldBatchLogsOnce: a batch call where some entries go
+// through and others are throttled keeps the destination held (one outage,
+// logged once), instead of each success ending the outage and the next
+// throttled entry starting a new one.
+func TestDispatcherHeldBatchLogsOnce(t *testing.T) {
+	p := newFake("bus")
+	p.limits = &BatchLimits{MaxEvents: 10}
+	var throttled atomic.Bool
+	throttled.Store(true)
+	p.result = func(_ string, ev *Event, _ int) error {
+		if ev.Entity == "vm-0" && throttled.Load() {
+			return Unreachable(errors.New("ThrottlingException"))
+		}
+		return nil
+	}
+	logs := &testutil.SyncBuffer{}
+	d := newTestDispatcher(batchingFake{p}, &memSink{}, func(o *DispatcherOptions) { o.Log = logTo(logs) })
+	for i := int32(1); i <= 60; i++ {
+		if err := d.Submit(context.Background(), ev(i, fmt.Sprintf("vm-%d", i%6))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, "everything but vm-0 delivered", func() bool { return p.count("bus") == 50 })
+	eventually(t, "ten calls", func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return len(p.calls) >= 10
+	})
+	throttled.Store(false)
+	eventually(t, "all delivered", func() bool { return p.count("bus") == 60 })
+	closeDispatcher(t, d)
+	if n := strings.Count(logs.String(), "destination held as a whole"); n != 1 {
+		t.Errorf("one outage logged %d times:\n%s", n, logs.String())
+	}
+}
+
+// TestDispatcherHungDestinationLeavesSlots: a destination whose calls hang
+// until their context ends takes at most half the slots, and another
+// destination's events are delivered while those calls still hang.
+func TestDispatcherHungDestinationLeavesSlots(t *testing.T) {
+	p := newFake()
+	p.hang = "hung"
+	d := newTestDispatcher(p, &memSink{}, func(o *DispatcherOptions) { o.Concurrency = 8 })
+	ctx := context.Background()
+	// The healthy function has had events before: it exists.
+	if err := d.SubmitTo(ctx, ev(100, "vm-100"), []string{"ok"}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the first event delivered", func() bool { return p.count("ok") == 1 })
+	for i := int32(1); i <= 50; i++ {
+		if err := d.SubmitTo(ctx, ev(i, fmt.Sprintf("vm-%d", i)), []string{"hung"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, "calls hanging", func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.calling["hung"] >= 4
+	})
+	for i := int32(51); i <= 70; i++ {
+		if err := d.SubmitTo(ctx, ev(i, fmt.Sprintf("vm-%d", i)), []string{"ok"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, "the healthy destination's events delivered", func() bool { return p.count("ok") == 21 })
+	p.mu.Lock()
+	hanging, peak := p.calling["hung"], p.peak["hung"]
+	p.mu.Unlock()
+	if hanging == 0 || peak > 4 {
+		t.Errorf("hung destination: %d calls hanging, %d at most, want 1 to 4 of 8 slots", hanging, peak)
+	}
+	short, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+	defer cancel()
+	if err := d.Close(short); err == nil {
+		t.Error("Close reported nothing left in flight, with calls hanging")
+	}
+	if p.count("hung") != 0 {
+		t.Error("a hanging call delivered")
+	}
+}
+
+// TestDispatcherAloneUsesEverySlot: the half-the-slots cap applies only
+// while there are several destinations; one alone (the EventBridge bus, a
+// single function) keeps all of Concurrency.
+func TestDispatcherAloneUsesEverySlot(t *testing.T) {
+	p := newFake("f")
+	p.gate = make(chan struct{})
+	d := newTestDispatcher(p, &memSink{}, func(o *DispatcherOptions) { o.Concurrency = 8 })
+	for i := int32(1); i <= 20; i++ {
+		if err := d.Submit(context.Background(), ev(i, fmt.Sprintf("vm-%d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, "every slot in use", func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.calling["f"] == 8
+	})
+	close(p.gate)
+	eventually(t, "all delivered", func() bool { return p.count("f") == 20 })
+	closeDispatcher(t, d)
+}
+
+// TestDispatcherReapsIdleDestination: a destination idle for IdleTimeout
+// (a function deleted, say) releases its goroutine and metric series; the
+// next event for it creates it again.
+func TestDispatcherReapsIdleDestination(t *testing.T) {
+	p := newFake()
+	p.gate = make(chan struct{})
+	m := metrics.New()
+	d := newTestDispatcher(p, &memSink{}, func(o *DispatcherOptions) { o.Metrics, o.IdleTimeout = m, 20*time.Millisecond })
+	ctx := context.Background()
+	before := destinationLoops()
+	if err := d.SubmitTo(ctx, ev(1, "vm-1"), []string{"gone"}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "a call in flight", func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.calling["gone"] == 1
+	})
+	if !hasSeries(t, m, "eventrouter_queue_depth", "gone") || destinationLoops() != before+1 {
+		t.Fatal("no queue_depth series or no goroutine while the destination is in use")
+	}
+	close(p.gate)
+	eventually(t, "delivered", func() bool { return p.count("gone") == 1 })
+	families := []string{"eventrouter_queue_depth", "eventrouter_processor_deliveries_total", "eventrouter_destination_held"}
+	eventually(t, "the idle destination released", func() bool {
+		for _, f := range families {
+			if hasSeries(t, m, f, "gone") {
+				return false
+			}
+		}
+		return destinationLoops() == before
+	})
+	p.mu.Lock()
+	p.gate = make(chan struct{})
+	p.mu.Unlock()
+	if err := d.SubmitTo(ctx, ev(2, "vm-1"), []string{"gone"}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "a call in flight again", func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.calling["gone"] == 1
+	})
+	if !hasSeries(t, m, "eventrouter_processor_deliveries_total", "gone") || destinationLoops() != before+1 {
+		t.Error("no deliveries_total series or no goroutine once the destination is back")
+	}
+	close(p.gate)
+	eventually(t, "delivered again", func() bool { return p.count("gone") == 2 })
+	closeDispatcher(t, d)
+}
+
+// TestDispatcherReapRacesSubmit: with destinations reaped as soon as they
+// are idle, events submitted meanwhile are all delivered (none pushed to a
+// destination whose loop has ended).
+func TestDispatcherReapRacesSubmit(t *testing.T) {
+	p := newFake()
+	d := newTestDispatcher(p, &memSink{}, func(o *DispatcherOptions) { o.IdleTimeout = time.Microsecond })
+	const n = 300
+	for i := int32(1); i <= n; i++ {
+		if err := d.SubmitTo(context.Background(), ev(i, ""), []string{"d"}); err != nil {
+			t.Fatal(err)
+		}
+		if i%3 == 0 {
+			eventually(t, "delivered", func() bool { return p.count("d") == int(i) })
+		}
+	}
+	eventually(t, "all delivered", func() bool { return p.count("d") == n })
+	closeDispatcher(t, d)
+}
+
+// blockingSink is a dead-letter sink that is full: Write waits until its
+// context ends.
+type blockingSink struct{ writes atomic.Int32 }
+
+func (s *blockingSink) Write(ctx context.Context, _ DeadLetter) error {
+	s.writes.Add(1)
+	<-ctx.Done()
+	return fmt.Errorf("dead-letter sink full: %w", ctx.Err())
+}
+
+// TestDispatcherDeadLetterAtShutdown: a dead letter the sink could not take
+// before shutdown leaves its event unacknowledged (a checkpointed router
+// reads it again), not acknowledged as if kept.
+func TestDispatcherDeadLetterAtShutdown(t *testing.T) {
+	p := newFake("f")
+	p.result = func(string, *Event, int) error { return Permanent(errors.New("400 bad request")) }
+	sink := &blockingSink{}
+	m := metrics.New()
+	var finished atomic.Int32
+	d := newTestDispatcher(p, sink, func(o *DispatcherOptions) {
+		o.Metrics, o.Finished = m, func(*Event, string, string) { finished.Add(1) }
+	})
+	if err := d.Submit(context.Background(), ev(1, "vm-1")); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the dead letter written", func() bool { return sink.writes.Load() == 1 })
+	short, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if err := d.Close(short); err == nil {
+		t.Error("Close reported nothing left in flight")
+	}
+	if wm, ok := d.Watermark(); ok {
+		t.Errorf("watermark %+v moved past an event whose dead letter was not kept", wm)
+	}
+	if finished.Load() != 0 {
+		t.Error("the event was reported finished")
+	}
+	if v := promtest.ToFloat64(m.DeadLetters.WithLabelValues("fake", "rejected")); v != 0 {
+		t.Errorf("dead_letters_total %v for a letter not kept", v)
 	}
 }

@@ -1,6 +1,12 @@
 package gateway
 
-import "sync"
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
 
 // ledger tracks which events the dispatcher has finished with, in stream
 // order, and derives the watermark: the position of the newest event such
@@ -8,12 +14,24 @@ import "sync"
 // destination, dropped by a filter, or dead-lettered). That, not the last
 // event read, is what a checkpoint may record: resuming after it loses
 // nothing.
+//
+// The ledger holds every entry from the oldest unfinished one on, finished
+// or not, so one event held at a destination keeps every later event in
+// it. It is capped, as Benthos' capped checkpointer is: at max entries, add
+// waits until the oldest entry finishes. That turns a held event into
+// backpressure on the stream instead of memory growing without bound and a
+// checkpoint falling ever further behind.
 type ledger struct {
+	max   int              // entries held before add waits
+	gauge prometheus.Gauge // entries held (eventrouter_watermark_pending_events)
+
 	mu      sync.Mutex
 	next    uint64 // sequence number of the next entry
 	head    uint64 // sequence number of entries[0]
 	entries []ledgerEntry
-	mark    Position // the watermark
+	since   time.Time     // when entries[0] became the oldest entry
+	space   chan struct{} // closed when a full ledger frees room; nil while nobody waits
+	mark    Position      // the watermark
 	hasMark bool
 	newest  Position // the newest event registered
 }
@@ -23,17 +41,41 @@ type ledgerEntry struct {
 	remaining int // destinations still to finish; 0 is done
 }
 
+// newLedger returns a ledger of at most max entries; gauge may be nil.
+func newLedger(max int, gauge prometheus.Gauge) *ledger {
+	return &ledger{max: max, gauge: gauge}
+}
+
 // add registers an event that must finish remaining times (once per
-// destination) and returns its sequence number. remaining 0 is done at once.
-func (l *ledger) add(pos Position, remaining int) uint64 {
+// destination) and returns its sequence number; remaining 0 is done at
+// once. While the ledger is full it waits for room, or returns ctx's error.
+func (l *ledger) add(ctx context.Context, pos Position, remaining int) (uint64, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	for len(l.entries) >= l.max {
+		if l.space == nil {
+			l.space = make(chan struct{})
+		}
+		space := l.space
+		l.mu.Unlock()
+		select {
+		case <-space:
+		case <-ctx.Done():
+			l.mu.Lock()
+			return 0, ctx.Err()
+		}
+		l.mu.Lock()
+	}
 	seq := l.next
 	l.next++
 	l.newest = pos
+	if len(l.entries) == 0 && remaining > 0 {
+		l.since = time.Now()
+	}
 	l.entries = append(l.entries, ledgerEntry{pos: pos, remaining: remaining})
 	l.advance()
-	return seq
+	l.setGauge()
+	return seq, nil
 }
 
 // done records that one destination finished with event seq.
@@ -46,26 +88,46 @@ func (l *ledger) done(seq uint64) {
 	}
 	l.entries[i].remaining--
 	if i == 0 {
-		l.advance()
+		if l.advance() {
+			l.since = time.Now()
+		}
+		l.setGauge()
 	}
 }
 
-// advance moves the watermark over the finished prefix.
-func (l *ledger) advance() {
+// advance moves the watermark over the finished prefix and reports whether
+// a new unfinished entry is now the oldest.
+func (l *ledger) advance() bool {
 	n := 0
 	for n < len(l.entries) && l.entries[n].remaining == 0 {
-		l.mark, l.hasMark = l.entries[n].pos, true
 		n++
 	}
 	if n == 0 {
-		return
+		return false
 	}
+	l.mark, l.hasMark = l.entries[n-1].pos, true
 	l.head += uint64(n)
-	// Re-slicing keeps the backing array; copy down once it is mostly
-	// consumed so memory stays bounded by what is in flight.
-	l.entries = l.entries[n:]
-	if cap(l.entries) > 1024 && len(l.entries) < cap(l.entries)/4 {
-		l.entries = append([]ledgerEntry(nil), l.entries...)
+	if n == len(l.entries) {
+		// Empty: keep the backing array for the next entries.
+		l.entries = l.entries[:0]
+	} else {
+		// Re-slicing keeps the backing array; copy down once it is mostly
+		// consumed so memory stays bounded by what is in flight.
+		l.entries = l.entries[n:]
+		if cap(l.entries) > 1024 && len(l.entries) < cap(l.entries)/4 {
+			l.entries = append([]ledgerEntry(nil), l.entries...)
+		}
+	}
+	if l.space != nil && len(l.entries) < l.max {
+		close(l.space)
+		l.space = nil
+	}
+	return len(l.entries) > 0
+}
+
+func (l *ledger) setGauge() {
+	if l.gauge != nil {
+		l.gauge.Set(float64(len(l.entries)))
 	}
 }
 
@@ -82,4 +144,25 @@ func (l *ledger) pending() (int, Position) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return len(l.entries), l.newest
+}
+
+// oldest describes the oldest unfinished entry: its sequence number and
+// position, since when it has been the oldest, and how many entries the
+// ledger holds. ok is false when the ledger is empty.
+type oldest struct {
+	seq   uint64
+	pos   Position
+	since time.Time
+	held  int
+	full  bool
+}
+
+func (l *ledger) oldest() (o oldest, ok bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.entries) == 0 {
+		return oldest{}, false
+	}
+	return oldest{seq: l.head, pos: l.entries[0].pos, since: l.since, held: len(l.entries),
+		full: len(l.entries) >= l.max}, true
 }

@@ -43,7 +43,8 @@ func (r *Router) Resume(instanceUUID, source string, now time.Time) (Position, b
 }
 
 // Undecodable implements StreamHandler: the raw event becomes a dead letter
-// with origin "stream", and its position is acknowledged.
+// with origin "stream", and its position is acknowledged. Both wait while
+// the sink or the watermark ledger is full.
 func (r *Router) Undecodable(ctx context.Context, u Undecodable) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -54,14 +55,17 @@ func (r *Router) Undecodable(ctx context.Context, u Undecodable) error {
 	}
 	r.log.Error("undecodable event dead-lettered; the stream moves on", "key", u.Position.Key,
 		"created_time", u.Position.Time, "err", u.Err)
-	r.disp.DeadLetter(ctx, DeadLetter{Origin: OriginStream, Raw: u.Raw, Position: u.Position,
-		Reason: "undecodable", Error: msg, Attempts: 1})
-	r.disp.DoneAt(u.Position)
-	return nil
+	if err := r.disp.DeadLetter(ctx, DeadLetter{Origin: OriginStream, Raw: u.Raw, Position: u.Position,
+		Reason: "undecodable", Error: msg, Attempts: 1}); err != nil {
+		return err
+	}
+	return r.disp.DoneAt(ctx, u.Position)
 }
 
 // Handle implements StreamHandler: filter, then queue for delivery. It
-// blocks while the destinations' queues are full.
+// blocks while the destinations' queues, the watermark ledger or the
+// dead-letter sink are full. An event whose handling ctx cut short is not
+// acknowledged.
 func (r *Router) Handle(ctx context.Context, ev *Event) error {
 	out, err := r.chain.Run(ctx, ev)
 	if ctx.Err() != nil {
@@ -78,16 +82,22 @@ func (r *Router) Handle(ctx context.Context, ev *Event) error {
 			filter = fn.FilterName()
 		}
 		r.log.Warn("filter failed; event dead-lettered", "key", ev.Key, "subject", ev.Subject, "filter", filter, "err", err)
-		r.disp.DeadLetter(ctx, DeadLetter{Event: ev, Origin: OriginFilter, Filter: filter,
-			Reason: "filter_error", Error: err.Error(), Attempts: 1})
-		r.disp.Done(ev)
+		if err := r.disp.DeadLetter(ctx, DeadLetter{Event: ev, Origin: OriginFilter, Filter: filter,
+			Reason: "filter_error", Error: err.Error(), Attempts: 1}); err != nil {
+			return err
+		}
+		if err := r.disp.Done(ctx, ev); err != nil {
+			return err
+		}
 		if debug {
 			r.log.LogAttrs(ctx, slog.LevelDebug, "event handled", slog.Int("key", int(ev.Key)),
 				slog.String("subject", ev.Subject), slog.String("verdict", "dead_letter"))
 		}
 		return nil
 	case out == nil:
-		r.disp.Done(ev)
+		if err := r.disp.Done(ctx, ev); err != nil {
+			return err
+		}
 		if debug {
 			r.log.LogAttrs(ctx, slog.LevelDebug, "event handled", slog.Int("key", int(ev.Key)),
 				slog.String("subject", ev.Subject), slog.String("verdict", "drop"))

@@ -67,7 +67,7 @@ func newPipeline(ctx context.Context, cfg *config.Config, m *metrics.Metrics, ou
 		}
 	}()
 	procName := cfg.ProcessorProvider()
-	disp := gateway.DispatcherOptions{ProcessorName: procName, Log: log, Metrics: p.m, Finished: finished}
+	disp := gateway.DispatcherOptions{ProcessorName: procName, Stream: cfg.StreamProvider(), Log: log, Metrics: p.m, Finished: finished}
 	switch {
 	case cfg.OpenFaaS != nil:
 		c := cfg.OpenFaaS
@@ -130,7 +130,7 @@ func newDaemon(ctx context.Context, cfg *config.Config, out io.Writer, log *slog
 	mc := cfg.Metrics
 	server, err := metrics.NewServer(m, metrics.ServerOptions{
 		Address: mc.Address, Username: mc.Username, Password: mc.Password.Reveal(),
-		TLSCertFile: mc.TLSCertFile, TLSKeyFile: mc.TLSKeyFile, Ready: d.ready, Log: log,
+		TLSCertFile: mc.TLSCertFile, TLSKeyFile: mc.TLSKeyFile, Ready: d.ready, Degraded: d.degraded, Log: log,
 	})
 	if err != nil {
 		return nil, err
@@ -194,6 +194,24 @@ func (d *daemon) ready() error {
 		return fmt.Errorf("processor %s: %w", d.cfg.ProcessorProvider(), err)
 	}
 	return nil
+}
+
+// degraded is /readyz's "degraded:" lines after ok: parts that work, but
+// not fully. ready, not this, decides 503.
+func (d *daemon) degraded() []string {
+	if !d.started.Load() {
+		return nil
+	}
+	// The dispatcher's lines: the stream held longer than degraded_after,
+	// and held destinations.
+	lines := d.disp.Degraded()
+	// The dead-letter sink, full: it holds the processor's deliveries.
+	if d.sink != nil {
+		if r := d.sink.Degraded(); r != "" {
+			lines = append(lines, fmt.Sprintf("processor %s: %s", d.cfg.ProcessorProvider(), r))
+		}
+	}
+	return lines
 }
 
 // run starts the parts and blocks until ctx is done (SIGINT/SIGTERM), the

@@ -102,10 +102,11 @@ func replayCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 			out, err = p.chain.Run(ctx, ev)
 			switch {
 			case err != nil:
-				p.disp.DeadLetter(ctx, gateway.DeadLetter{Event: ev, Origin: gateway.OriginFilter,
+				// An error here means ctx ended before the sink kept the
+				// letter: interrupted, as below.
+				err = p.disp.DeadLetter(ctx, gateway.DeadLetter{Event: ev, Origin: gateway.OriginFilter,
 					Reason: "filter_error", Error: err.Error(), Attempts: 1})
 				failed.Add(1)
-				err = nil
 			case out == nil:
 				dropped.Add(1)
 			default:
