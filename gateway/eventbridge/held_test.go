@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -37,6 +40,28 @@ func TestHeldWhileThrottledOrRefused(t *testing.T) {
 	t.Parallel()
 	mb := newMotoBus(t, "vsphere", powerPattern)
 	faults := mb.srv.Faults(t)
+	// The SDK makes one HTTP request per PutEvents call, however AWS
+	// answers: its own retryer would multiply the dispatcher's retries and
+	// keep a call spinning while throttled.
+	t.Run("one attempt per call", func(t *testing.T) {
+		f := started(t, testConfig(faults.URL, mb.bus, mb.ruleARN), nil)
+		ev := vmEvent{subject: "VmPoweredOnEvent", vm: "a"}.event(t)
+		for _, fault := range []mototest.Fault{throttled, expired, {Status: http.StatusServiceUnavailable, Code: "ServiceUnavailable"}} {
+			faults.FailCalls("PutEvents", 1, fault)
+			before := faults.Calls("PutEvents")
+			err := f.p.Deliver(context.Background(), mb.bus, []*gateway.Event{ev})[0]
+			if n := faults.Calls("PutEvents") - before; n != 1 {
+				t.Errorf("%s: %d requests for one Deliver call, want 1", fault.Code, n)
+			}
+			if !gateway.IsUnreachable(err) {
+				t.Errorf("%s: %v, want the bus held (unreachable)", fault.Code, err)
+			}
+		}
+		if err := f.p.Deliver(context.Background(), mb.bus, []*gateway.Event{ev})[0]; err != nil {
+			t.Fatalf("Deliver after the faults: %v", err)
+		}
+		mb.rule.Drain(t)
+	})
 	for _, tc := range []struct {
 		name  string
 		setup func(*mototest.Faults)
@@ -111,43 +136,26 @@ func TestHeldWhileThrottledOrRefused(t *testing.T) {
 	}
 }
 
-// TestOneAttemptPerCall: the SDK makes one HTTP request per Deliver call,
-// however AWS answers (its own retryer would multiply the dispatcher's
-// retries and keep a call spinning while throttled), and a throttled call
-// is a hold, not a failed attempt.
-func TestOneAttemptPerCall(t *testing.T) {
-	t.Parallel()
-	mb := newMotoBus(t, "vsphere", powerPattern)
-	faults := mb.srv.Faults(t)
-	f := started(t, testConfig(faults.URL, mb.bus, mb.ruleARN), nil)
-	ev := vmEvent{subject: "VmPoweredOnEvent", vm: "a"}.event(t)
-	for _, fault := range []mototest.Fault{throttled, expired, {Status: http.StatusServiceUnavailable, Code: "ServiceUnavailable"}} {
-		faults.FailCalls("PutEvents", 1, fault)
-		before := faults.Calls("PutEvents")
-		err := f.p.Deliver(context.Background(), mb.bus, []*gateway.Event{ev})[0]
-		if n := faults.Calls("PutEvents") - before; n != 1 {
-			t.Errorf("%s: %d requests for one Deliver call, want 1", fault.Code, n)
-		}
-		if !gateway.IsUnreachable(err) {
-			t.Errorf("%s: %v, want the bus held (unreachable)", fault.Code, err)
-		}
-	}
-	if err := f.p.Deliver(context.Background(), mb.bus, []*gateway.Event{ev})[0]; err != nil {
-		t.Fatalf("Deliver after the faults: %v", err)
-	}
-}
-
 // TestMissingCredentialsHold: without credentials to sign with, nothing is
 // sent and the bus is held, as for credentials AWS refuses.
 func TestMissingCredentialsHold(t *testing.T) {
 	t.Parallel()
-	mb := newMotoBus(t, "vsphere", powerPattern)
-	cfg := testConfig(mb.srv.URL, mb.bus, mb.ruleARN)
+	var requests atomic.Int64
+	endpoint := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		requests.Add(1)
+		w.WriteHeader(http.StatusInternalServerError)
+	}))
+	t.Cleanup(endpoint.Close)
+	cfg := testConfig(endpoint.URL, "vsphere", "arn:aws:events:us-east-1:123456789012:rule/vsphere/r")
 	cfg.AccessKeyID, cfg.SecretAccessKey = "", ""
 	f := newFixture(t, cfg, nil)
 	ev := vmEvent{subject: "VmPoweredOnEvent", vm: "a"}.event(t)
-	if err := f.p.Deliver(context.Background(), mb.bus, []*gateway.Event{ev})[0]; !gateway.IsUnreachable(err) {
-		t.Errorf("Deliver without credentials = %v, want the bus held (unreachable)", err)
+	err := f.p.Deliver(context.Background(), "vsphere", []*gateway.Event{ev})[0]
+	if !gateway.IsUnreachable(err) || !strings.Contains(err.Error(), "credentials") {
+		t.Errorf("Deliver without credentials = %v, want the bus held (unreachable) for want of credentials", err)
+	}
+	if n := requests.Load(); n != 0 {
+		t.Errorf("%d requests sent without credentials", n)
 	}
 }
 
