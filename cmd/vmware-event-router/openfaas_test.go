@@ -208,19 +208,22 @@ func TestOpenFaaSRouting(t *testing.T) {
 					}
 				}
 			}
-			_, stats := d.get(t, "/stats")
-			var s struct {
-				Router map[string]struct {
-					Invocations map[string]int `json:"invocations"`
-				} `json:"vmware.event.router.stats"`
-			}
-			if err := json.Unmarshal([]byte(stats), &s); err != nil {
-				t.Fatalf("/stats: %v", err)
-			}
-			inv := s.Router["openfaas"].Invocations
-			if inv["VmPoweredOnEvent"] < 8 || inv["VmPoweredOffEvent"] < 4 {
-				t.Errorf("/stats invocations = %v, want VmPoweredOnEvent 8, VmPoweredOffEvent 4", inv)
-			}
+			// A function records a call before its answer reaches the
+			// router, which counts the invocation only then: poll.
+			var inv map[string]int
+			d.eventually(t, 10*time.Second, "/stats invocations VmPoweredOnEvent 8, VmPoweredOffEvent 4", func() bool {
+				_, stats := d.get(t, "/stats")
+				var s struct {
+					Router map[string]struct {
+						Invocations map[string]int `json:"invocations"`
+					} `json:"vmware.event.router.stats"`
+				}
+				if err := json.Unmarshal([]byte(stats), &s); err != nil {
+					t.Fatalf("/stats: %v", err)
+				}
+				inv = s.Router["openfaas"].Invocations
+				return inv["VmPoweredOnEvent"] >= 8 && inv["VmPoweredOffEvent"] >= 4
+			})
 		})
 	}
 }

@@ -5,9 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"unicode/utf8"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/service/eventbridge"
 	"github.com/aws/aws-sdk-go-v2/service/eventbridge/types"
 	"github.com/aws/smithy-go"
@@ -20,14 +23,20 @@ import (
 // "other", so the label stays bounded whatever AWS answers.
 var errorCodes = []string{
 	"AccessDeniedException",
+	"ExpiredTokenException",
+	"IncompleteSignature",
 	"InternalFailure",
 	"InvalidAccountIdException",
 	"InvalidArgument",
+	"InvalidClientTokenId",
+	"InvalidSignatureException",
 	"MalformedDetail",
+	"NotAuthorizedException",
 	"NotAuthorizedForDetailTypeException",
 	"NotAuthorizedForSourceException",
 	"RedactionFailure",
 	"ThrottlingException",
+	"UnrecognizedClientException",
 }
 
 func metricCode(code string) string {
@@ -41,11 +50,50 @@ func metricCode(code string) string {
 
 // permanentCodes are per-entry errors caused by the entry's content: the
 // same bytes are rejected again, so the event is dead-lettered at once.
-// Every other code (throttling, internal failures, and the permission
-// errors an administrator can fix) is retried up to retry_limit.
 var permanentCodes = map[string]bool{
 	"InvalidArgument": true,
 	"MalformedDetail": true,
+}
+
+// credentialCodes are AWS's answers that the credentials are wrong,
+// expired or not allowed to put events: every call fails alike until an
+// administrator (or a credential refresh) fixes it, so the bus is held
+// rather than each event charged an attempt. NotAuthorizedForSource and
+// NotAuthorizedForDetailType are not here: they deny some events by their
+// source or detail-type, and holding the bus for them would stop every
+// other event too.
+var credentialCodes = map[string]bool{
+	"AccessDenied":                        true,
+	"AccessDeniedException":               true,
+	"AuthFailure":                         true,
+	"ExpiredToken":                        true,
+	"ExpiredTokenException":               true,
+	"IncompleteSignature":                 true,
+	"InvalidClientTokenId":                true,
+	"InvalidSignatureException":           true,
+	"MissingAuthenticationToken":          true,
+	"MissingAuthenticationTokenException": true,
+	"NotAuthorized":                       true,
+	"NotAuthorizedException":              true,
+	"OptInRequired":                       true,
+	"RequestExpired":                      true,
+	"SignatureDoesNotMatch":               true,
+	"UnrecognizedClientException":         true,
+}
+
+// holdReason says why an AWS error code means the bus as a whole refuses
+// events for now (throttled, or the credentials refused), or "" when it
+// does not. Such failures are gateway.Unreachable: the dispatcher holds the
+// bus without counting an attempt, so an hour of throttling or of expired
+// credentials loses nothing.
+func holdReason(code string) string {
+	if _, ok := retry.DefaultThrottleErrorCodes[code]; ok {
+		return "throttled"
+	}
+	if credentialCodes[code] {
+		return "credentials refused"
+	}
+	return ""
 }
 
 // EntrySize is an event's size as a PutEvents entry, computed as
@@ -73,9 +121,11 @@ func checkEntry(ev *gateway.Event) error {
 
 // Deliver puts evs on bus and returns one error per event: nil for an entry
 // EventBridge accepted, gateway.Permanent for one it can never accept,
-// gateway.Unreachable when the call got no answer (or a 5xx), and a plain
-// error for an entry EventBridge rejected this time (throttled, internal
-// failure). The dispatcher sends at most BatchLimits' worth at once; a
+// gateway.Unreachable when the bus as a whole refuses events for now (no
+// answer, a 5xx, throttling, credentials refused or expired: for the call
+// or for the entry), and a plain error for an entry EventBridge rejected
+// this time for another reason (internal failure, not authorized for its
+// source or detail-type). The dispatcher sends at most BatchLimits' worth at once; a
 // larger slice is split into valid calls all the same.
 func (p *Processor) Deliver(ctx context.Context, bus string, evs []*gateway.Event) []error {
 	errs := make([]error, len(evs))
@@ -147,8 +197,11 @@ func (p *Processor) put(ctx context.Context, bus string, evs []*gateway.Event, i
 		}
 		p.m.EBFailedEntries.WithLabelValues(metricCode(code)).Inc()
 		err := fmt.Errorf("putevents on event bus %q rejected the entry: %s: %s", bus, code, aws.ToString(res.ErrorMessage))
-		if permanentCodes[code] {
+		switch {
+		case permanentCodes[code]:
 			err = gateway.Permanent(err)
+		case holdReason(code) != "":
+			err = gateway.Unreachable(fmt.Errorf("%s: %w", holdReason(code), err))
 		}
 		errs[i] = err
 		if p.log.Enabled(ctx, slog.LevelDebug) {
@@ -166,23 +219,44 @@ func (p *Processor) put(ctx context.Context, bus string, evs []*gateway.Event, i
 // callFailed records a PutEvents call that failed as a whole.
 func (p *Processor) callFailed(ctx context.Context, bus string, idx []int, errs []error, err error) {
 	err = fmt.Errorf("putevents on event bus %q: %w", bus, err)
+	code, status := apiError(err)
 	switch {
 	case ctx.Err() != nil:
 		// Shutting down: nothing was decided about these events.
 		err = gateway.Unreachable(err)
 	case isUnreachable(err):
+		// No answer, a 5xx, or no credentials to sign with: AWS never
+		// judged these entries.
 		err = gateway.Unreachable(err)
 	default:
-		// AWS answered 4xx for the whole call (throttled, access denied,
-		// bus not found): every entry failed with that code.
-		code := "other"
-		var ae smithy.APIError
-		if errors.As(err, &ae) {
-			code = metricCode(ae.ErrorCode())
+		p.m.EBFailedEntries.WithLabelValues(metricCode(code)).Add(float64(len(idx)))
+		switch {
+		case holdReason(code) != "":
+			err = gateway.Unreachable(fmt.Errorf("%s: %w", holdReason(code), err))
+		case status == http.StatusTooManyRequests:
+			err = gateway.Unreachable(fmt.Errorf("throttled: %w", err))
+		case status == http.StatusUnauthorized || status == http.StatusForbidden:
+			err = gateway.Unreachable(fmt.Errorf("credentials refused: %w", err))
 		}
-		p.m.EBFailedEntries.WithLabelValues(code).Add(float64(len(idx)))
+		// Any other 4xx for the whole call (the bus is gone, a
+		// validation error) is a plain failure of every entry: retried
+		// up to retry_limit.
 	}
 	for _, i := range idx {
 		errs[i] = err
 	}
+}
+
+// apiError returns the AWS error code and HTTP status of a failed call,
+// each empty or zero when the error has none.
+func apiError(err error) (code string, status int) {
+	var ae smithy.APIError
+	if errors.As(err, &ae) {
+		code = ae.ErrorCode()
+	}
+	var re *awshttp.ResponseError
+	if errors.As(err, &re) {
+		status = re.HTTPStatusCode()
+	}
+	return code, status
 }

@@ -12,12 +12,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/eventbridge"
@@ -47,6 +49,12 @@ const (
 	putTimeout  = 30 * time.Second
 	listTimeout = 15 * time.Second
 )
+
+// maxIdleConns is how many idle connections the client keeps: one per
+// PutEvents call the dispatcher may have in flight (its default
+// concurrency; EventBridge has no concurrency option), plus a few for the
+// rule sync.
+const maxIdleConns = gateway.DefaultConcurrency + 8
 
 // API is the part of the EventBridge client the processor uses. It exists so
 // tests can wrap the real client to inject partial failures.
@@ -113,9 +121,19 @@ func New(ctx context.Context, cfg config.EventBridge, log *slog.Logger, m *metri
 		// off EC2.
 		awsconfig.WithCredentialsProvider(credentials.NewStaticCredentialsProvider(
 			cfg.AccessKeyID, cfg.SecretAccessKey.Reveal(), "")),
-		// The dispatcher owns retries (bounded, with jitter, per entry);
-		// SDK retries underneath would multiply them and hide outages.
+		// The dispatcher owns retries (bounded, with jitter, per entry)
+		// and holds a throttled bus; SDK retries underneath would
+		// multiply them and keep one Deliver call spinning. One attempt
+		// per call, bounded by putTimeout.
 		awsconfig.WithRetryer(func() aws.Retryer { return aws.NopRetryer{} }),
+		awsconfig.WithHTTPClient(awshttp.NewBuildableClient().WithTransportOptions(func(tr *http.Transport) {
+			// Every call goes to the one EventBridge endpoint, up to the
+			// dispatcher's concurrency at once: keep that many idle
+			// connections, or each burst re-dials (and re-handshakes
+			// TLS) all but the SDK's default of 10.
+			tr.MaxIdleConns = maxIdleConns
+			tr.MaxIdleConnsPerHost = maxIdleConns
+		})),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("aws sdk configuration: %w", err)

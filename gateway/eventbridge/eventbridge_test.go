@@ -442,8 +442,8 @@ func TestResyncFailureKeepsPattern(t *testing.T) {
 }
 
 // TestPartialFailuresRetriedUntilDelivered: entries EventBridge rejects
-// (throttled, internal failure) come back as plain errors, are counted by
-// code, and are delivered exactly once when retried.
+// come back held (throttled) or as plain errors (internal failure), are
+// counted by code, and are delivered exactly once when retried.
 func TestPartialFailuresRetriedUntilDelivered(t *testing.T) {
 	t.Parallel()
 	mb := newMotoBus(t, "vsphere", powerPattern)
@@ -460,12 +460,21 @@ func TestPartialFailuresRetriedUntilDelivered(t *testing.T) {
 
 	errs := f.p.Deliver(context.Background(), mb.bus, evs[:10])
 	for i, err := range errs {
-		failed := i == 0 || i == 3 || i == 9
-		switch {
-		case failed && (err == nil || gateway.IsPermanent(err) || gateway.IsUnreachable(err)):
-			t.Errorf("event %d: %v, want a plain (retried) error", i, err)
-		case !failed && err != nil:
-			t.Errorf("event %d: %v", i, err)
+		switch i {
+		case 0, 9:
+			// A throttled entry says the bus is throttled, not that the
+			// event is wrong: the bus is held, no attempt counted.
+			if !gateway.IsUnreachable(err) || gateway.IsPermanent(err) {
+				t.Errorf("throttled event %d: %v, want the bus held (unreachable)", i, err)
+			}
+		case 3:
+			if err == nil || gateway.IsPermanent(err) || gateway.IsUnreachable(err) {
+				t.Errorf("event %d: %v, want a plain (retried) error", i, err)
+			}
+		default:
+			if err != nil {
+				t.Errorf("event %d: %v", i, err)
+			}
 		}
 	}
 	if dead := deliverAll(t, f.p, mb.bus, []*gateway.Event{evs[0], evs[3], evs[9], evs[10], evs[11]}); len(dead) > 0 {
@@ -509,9 +518,10 @@ func TestMalformedDetailIsPermanent(t *testing.T) {
 	}
 }
 
-// TestWholeCallFailures: no answer or a 5xx means AWS is unreachable (held,
-// not counted against the events); a 4xx for the whole call is a plain
-// failure of every entry, counted by code.
+// TestWholeCallFailures: no answer, a 5xx, throttling or refused
+// credentials hold the bus (not counted against the events); any other 4xx
+// for the whole call is a plain failure of every entry. Every answer AWS
+// gave is counted by code, unknown codes as "other".
 func TestWholeCallFailures(t *testing.T) {
 	t.Parallel()
 	mb := newMotoBus(t, "vsphere", powerPattern)
@@ -537,9 +547,17 @@ func TestWholeCallFailures(t *testing.T) {
 	}{
 		{"503", respErr(http.StatusServiceUnavailable, "ServiceUnavailable"), true, ""},
 		{"500", respErr(http.StatusInternalServerError, "InternalException"), true, ""},
-		{"throttled call", respErr(http.StatusBadRequest, "ThrottlingException"), false, "ThrottlingException"},
-		{"access denied", respErr(http.StatusBadRequest, "AccessDeniedException"), false, "AccessDeniedException"},
+		{"throttled call", respErr(http.StatusBadRequest, "ThrottlingException"), true, "ThrottlingException"},
+		{"too many requests", respErr(http.StatusTooManyRequests, "TooManyRequestsException"), true, "other"},
+		{"429 without a code", respErr(http.StatusTooManyRequests, ""), true, "other"},
+		{"access denied", respErr(http.StatusBadRequest, "AccessDeniedException"), true, "AccessDeniedException"},
+		{"unrecognized client", respErr(http.StatusBadRequest, "UnrecognizedClientException"), true, "UnrecognizedClientException"},
+		{"expired token", respErr(http.StatusForbidden, "ExpiredTokenException"), true, "ExpiredTokenException"},
+		{"invalid signature", respErr(http.StatusForbidden, "InvalidSignatureException"), true, "InvalidSignatureException"},
+		{"not authorized", respErr(http.StatusBadRequest, "NotAuthorizedException"), true, "NotAuthorizedException"},
+		{"403 without a code", respErr(http.StatusForbidden, ""), true, "other"},
 		{"bus gone", respErr(http.StatusBadRequest, "ResourceNotFoundException"), false, "other"},
+		{"validation", respErr(http.StatusBadRequest, "ValidationException"), false, "other"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

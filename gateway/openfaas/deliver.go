@@ -18,9 +18,9 @@ import (
 
 // Deliver invokes function dest once per event. Errors are classified for
 // the dispatcher: the gateway unreachable (the request could not be sent)
-// is gateway.Unreachable; a 4xx other than 429 (or a redirect) is
-// gateway.Permanent; a 5xx, a 429 or no answer within timeout is a plain
-// error, retried up to retry_limit.
+// is gateway.Unreachable; a 5xx, a 429, a 401, 403 or 408, or no answer
+// within timeout is a plain error, retried up to retry_limit; any other 4xx
+// (or a redirect) is gateway.Permanent.
 func (p *Processor) Deliver(ctx context.Context, dest string, evs []*gateway.Event) []error {
 	errs := make([]error, len(evs))
 	for i, ev := range evs {
@@ -124,6 +124,13 @@ func status(dest string, resp *http.Response) error {
 	case code >= 200 && code < 300:
 		return nil
 	case code == http.StatusTooManyRequests || code >= 500:
+		return fmt.Errorf("function %s answered %d: %s", dest, code, snippet(resp.Body))
+	case code == http.StatusUnauthorized || code == http.StatusForbidden || code == http.StatusRequestTimeout:
+		// Not about the event: an auth proxy in front of the functions
+		// whose credentials are being rotated, a function's own policy,
+		// a timeout on the way. Retried like a 5xx, so a short outage
+		// loses nothing and a function that always refuses still ends
+		// in the dead letters after retry_limit.
 		return fmt.Errorf("function %s answered %d: %s", dest, code, snippet(resp.Body))
 	default:
 		// A 4xx says the request itself is wrong (the function is gone,

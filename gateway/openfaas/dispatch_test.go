@@ -162,16 +162,19 @@ func TestDispatch503ThenRecovery(t *testing.T) {
 	}
 }
 
-// TestDispatchOneFunctionFailing: a function that always fails does not
-// stop another from receiving; its events end in the dead-letter sink with
-// the reason once retry_limit is spent, and a 4xx is dead-lettered at once.
+// TestDispatchOneFunctionFailing: a function that always fails (500, or
+// 403: a function that always refuses) does not stop another from
+// receiving; its events end in the dead-letter sink with the reason once
+// retry_limit is spent, and another 4xx is dead-lettered at once.
 func TestDispatchOneFunctionFailing(t *testing.T) {
 	g := newGateway(t, faastest.Options{})
 	good := g.Deploy("good", "", map[string]string{"topic": "VmPoweredOnEvent"})
 	bad := g.Deploy("bad", "", map[string]string{"topic": "VmPoweredOnEvent"})
 	rejecting := g.Deploy("rejecting", "", map[string]string{"topic": "VmPoweredOnEvent"})
+	forbidden := g.Deploy("forbidden", "", map[string]string{"topic": "VmPoweredOnEvent"})
 	bad.Fail(http.StatusInternalServerError)
 	rejecting.Fail(http.StatusBadRequest)
+	forbidden.Fail(http.StatusForbidden)
 	h := startDispatch(t, g, 3)
 	evs := h.submit(t, "VmPoweredOnEvent", 30, 5)
 	h.waitIdle(t, 30*time.Second)
@@ -186,12 +189,17 @@ func TestDispatchOneFunctionFailing(t *testing.T) {
 			reasons[dl.Destination] = map[string]int{}
 		}
 		reasons[dl.Destination][dl.Reason]++
-		if dl.Destination == "bad" && dl.Attempts != 3 {
-			t.Errorf("dead letter for bad after %d attempts, want retry_limit 3", dl.Attempts)
+		if (dl.Destination == "bad" || dl.Destination == "forbidden") && dl.Attempts != 3 {
+			t.Errorf("dead letter for %s after %d attempts, want retry_limit 3", dl.Destination, dl.Attempts)
 		}
 	}
-	if got := reasons["bad"]["retry_limit"]; got != len(evs) {
-		t.Errorf("bad: %d retry_limit dead letters, want %d (all: %v)", got, len(evs), reasons)
+	for _, fn := range []string{"bad", "forbidden"} {
+		if got := reasons[fn]["retry_limit"]; got != len(evs) {
+			t.Errorf("%s: %d retry_limit dead letters, want %d (all: %v)", fn, got, len(evs), reasons)
+		}
+	}
+	if n := len(forbidden.Calls()); n != 3*len(evs) {
+		t.Errorf("forbidden got %d calls, want %d: a 403 is retried up to retry_limit", n, 3*len(evs))
 	}
 	if got := reasons["rejecting"]["rejected"]; got != len(evs) {
 		t.Errorf("rejecting: %d rejected dead letters, want %d (all: %v)", got, len(evs), reasons)
@@ -225,5 +233,27 @@ func TestDispatchGatewayDown(t *testing.T) {
 	}
 	if n := h.deliveries("fn", "retry"); n != 0 {
 		t.Errorf("%v attempts counted against events while the gateway was down, want 0", n)
+	}
+}
+
+// TestDispatchInvocationsLocked: the gateway answers 401 to every
+// invocation for a while (credentials rotated in front of the functions);
+// every event reaches the function once it accepts them again, none is
+// dead-lettered.
+func TestDispatchInvocationsLocked(t *testing.T) {
+	g := newGateway(t, faastest.Options{})
+	f := g.Deploy("fn", "", map[string]string{"topic": "VmPoweredOnEvent"})
+	h := startDispatch(t, g, 20)
+	g.LockInvocations(0)
+	evs := h.submit(t, "VmPoweredOnEvent", 60, 6)
+	eventually(t, 10*time.Second, "the gateway to refuse 60 invocations", func() bool { return g.Refused() >= 60 })
+	g.UnlockInvocations()
+	h.waitIdle(t, 30*time.Second)
+	checkAll(t, f, evs)
+	if n := len(h.sink.all()); n != 0 {
+		t.Errorf("%d dead letters after a 401 outage, want 0: %+v", n, h.sink.all()[0])
+	}
+	if h.deliveries("fn", "retry") == 0 {
+		t.Error("no retry counted: the 401s were not seen")
 	}
 }

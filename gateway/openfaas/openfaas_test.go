@@ -421,6 +421,9 @@ func TestDeliverErrors(t *testing.T) {
 		{name: "429", setup: func() { f.Fail(429) }, want: retry, msg: "429"},
 		{name: "no answer within timeout", setup: func() { f.SetDelay(3 * time.Second) }, timeout: 300 * time.Millisecond, want: retry, msg: "did not answer within 300ms"},
 		{name: "function not deployed", dest: "missing", want: retry, msg: "503"},
+		{name: "401", setup: func() { f.Fail(401) }, want: retry, msg: "401"},
+		{name: "403", setup: func() { f.Fail(403) }, want: retry, msg: "403"},
+		{name: "408", setup: func() { f.Fail(408) }, want: retry, msg: "408"},
 		{name: "400", setup: func() { f.Fail(400) }, want: permanent, msg: "400"},
 		{name: "404", setup: func() { f.Fail(404) }, want: permanent, msg: "404"},
 		{name: "413", setup: func() { f.Fail(413) }, want: permanent, msg: "413"},
@@ -519,6 +522,25 @@ func TestConnectionReuse(t *testing.T) {
 	}
 	if n := g.Connections() - before; n != 1 {
 		t.Errorf("50 sequential deliveries opened %d connections, want 1", n)
+	}
+}
+
+// TestTransportKeepsIdleConnections: the client keeps an idle connection
+// for each call that can be in flight (concurrency), so a burst does not
+// re-dial the gateway (Go's default keeps 2 per host).
+func TestTransportKeepsIdleConnections(t *testing.T) {
+	p, err := New(config.OpenFaaS{Address: "http://127.0.0.1:1", Concurrency: 100}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.client.Transport != p.transport {
+		t.Fatalf("the client does not use the configured transport")
+	}
+	if n := p.transport.MaxIdleConnsPerHost; n < 100 {
+		t.Errorf("MaxIdleConnsPerHost = %d, want at least concurrency 100", n)
+	}
+	if n := p.transport.MaxIdleConns; n != 0 && n < 100 {
+		t.Errorf("MaxIdleConns = %d, want at least concurrency 100", n)
 	}
 }
 

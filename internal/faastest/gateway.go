@@ -63,6 +63,11 @@ type Gateway struct {
 	queue   *queue
 	closing bool
 	conns   int // connections accepted
+
+	locked     bool      // invocations need credentials nobody has
+	lockUntil  time.Time // zero with locked set: until UnlockInvocations
+	refused    int       // invocations answered 401 while locked
+	lockedAuth *auth.BasicAuthCredentials
 }
 
 // New starts a gateway listening on opts.Addr (127.0.0.1:0 by default).
@@ -76,7 +81,10 @@ func New(opts Options) (*Gateway, error) {
 	if opts.Addr == "" {
 		opts.Addr = "127.0.0.1:0"
 	}
-	g := &Gateway{User: opts.User, Password: opts.Password, opts: opts, fns: map[string]*Function{}}
+	g := &Gateway{User: opts.User, Password: opts.Password, opts: opts, fns: map[string]*Function{},
+		// Credentials for locked invocations: the rotated ones, which the
+		// router is never given.
+		lockedAuth: &auth.BasicAuthCredentials{User: "rotated", Password: "rotated-" + opts.Password}}
 	g.queue = &queue{g: g}
 	creds := &auth.BasicAuthCredentials{User: opts.User, Password: opts.Password}
 	h := types.FaaSHandlers{
@@ -95,10 +103,12 @@ func New(opts Options) (*Gateway, error) {
 	if h.ListNamespaces != nil {
 		m.HandleFunc("GET /system/namespaces", auth.DecorateWithBasicAuth(h.ListNamespaces, creds))
 	}
-	m.HandleFunc("/function/{name}", withVars(h.FunctionProxy))
-	m.HandleFunc("/function/{name}/{params...}", withVars(h.FunctionProxy))
-	m.HandleFunc("POST /async-function/{name}", g.asyncFunction)
-	m.HandleFunc("POST /async-function/{name}/{params...}", g.asyncFunction)
+	invoke := g.lockable(withVars(h.FunctionProxy))
+	async := g.lockable(g.asyncFunction)
+	m.HandleFunc("/function/{name}", invoke)
+	m.HandleFunc("/function/{name}/{params...}", invoke)
+	m.HandleFunc("POST /async-function/{name}", async)
+	m.HandleFunc("POST /async-function/{name}/{params...}", async)
 	m.HandleFunc("GET /healthz", h.Health)
 	g.handler = m
 	ln, err := net.Listen("tcp", opts.Addr)
@@ -108,6 +118,53 @@ func New(opts Options) (*Gateway, error) {
 	g.addr = ln.Addr().String()
 	g.serve(ln)
 	return g, nil
+}
+
+// LockInvocations puts faas-provider's basic auth in front of /function/*
+// and /async-function/* for d from now (until UnlockInvocations when d is
+// 0), with credentials no caller has: every invocation is answered 401, as
+// while the credentials of an auth proxy in front of the functions are
+// rotated. The /system API is not affected.
+func (g *Gateway) LockInvocations(d time.Duration) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.locked, g.lockUntil = true, time.Time{}
+	if d > 0 {
+		g.lockUntil = time.Now().Add(d)
+	}
+}
+
+// UnlockInvocations lifts LockInvocations.
+func (g *Gateway) UnlockInvocations() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.locked, g.lockUntil = false, time.Time{}
+}
+
+// Refused returns how many invocations were refused while locked.
+func (g *Gateway) Refused() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.refused
+}
+
+// lockable serves next, or faas-provider's basic auth with credentials no
+// caller has while invocations are locked.
+func (g *Gateway) lockable(next http.HandlerFunc) http.HandlerFunc {
+	refuse := auth.DecorateWithBasicAuth(next, g.lockedAuth)
+	return func(w http.ResponseWriter, r *http.Request) {
+		g.mu.Lock()
+		locked := g.locked && (g.lockUntil.IsZero() || time.Now().Before(g.lockUntil))
+		if locked {
+			g.refused++
+		}
+		g.mu.Unlock()
+		if locked {
+			refuse(w, r)
+			return
+		}
+		next(w, r)
+	}
 }
 
 // withVars hands the path values of the standard mux to faas-provider's

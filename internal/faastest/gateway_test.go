@@ -86,6 +86,36 @@ func TestGateway(t *testing.T) {
 			t.Errorf("async invoke of a missing function: %d, want 404", code)
 		}
 	})
+	t.Run("locked invocations", func(t *testing.T) {
+		before := len(f.Calls())
+		g.LockInvocations(0)
+		for _, path := range []string{"/function/echo", "/async-function/echo"} {
+			if code, _ := do(t, "POST", g.URL()+path, "", "", "x"); code != http.StatusUnauthorized {
+				t.Errorf("locked %s without credentials: %d, want 401", path, code)
+			}
+			if code, _ := do(t, "POST", g.URL()+path, g.User, g.Password, "x"); code != http.StatusUnauthorized {
+				t.Errorf("locked %s with the admin credentials: %d, want 401", path, code)
+			}
+		}
+		if code, _ := do(t, "GET", g.URL()+"/system/functions", g.User, g.Password, ""); code != 200 {
+			t.Errorf("listing while invocations are locked: %d, want 200", code)
+		}
+		if n := g.Refused(); n != 4 {
+			t.Errorf("Refused() = %d, want 4", n)
+		}
+		if n := len(f.Calls()) - before; n != 0 {
+			t.Errorf("%d locked invocations reached the function", n)
+		}
+		g.UnlockInvocations()
+		if code, _ := do(t, "POST", g.URL()+"/function/echo", "", "", "x"); code != 200 {
+			t.Errorf("unlocked invoke: %d, want 200", code)
+		}
+		g.LockInvocations(time.Nanosecond)
+		// A lock for a nanosecond has passed by the next request.
+		if code, _ := do(t, "POST", g.URL()+"/function/echo", "", "", "x"); code != 200 {
+			t.Errorf("invoke after the lock's time: %d, want 200", code)
+		}
+	})
 	t.Run("stop and start", func(t *testing.T) {
 		g.Stop()
 		if _, err := http.Get(g.URL() + "/healthz"); err == nil {
