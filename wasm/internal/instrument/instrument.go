@@ -224,14 +224,14 @@ type section struct {
 	payload []byte
 }
 
-// Rewrite instruments bin. Errors describe what is malformed; bin is not
-// modified.
+// Rewrite instruments bin. Errors say what is malformed or over a limit;
+// bin is not modified.
 func Rewrite(bin []byte, opts Options) (out *Output, err error) {
 	defer func() {
 		// The decoder indexes into untrusted input: any slip is a malformed
 		// module, never a crash of the router.
 		if r := recover(); r != nil {
-			out, err = nil, fmt.Errorf("malformed module: %v", r)
+			out, err = nil, fmt.Errorf("not a valid WebAssembly module: %v", r)
 		}
 	}()
 	if len(bin) < 8 || !bytes.Equal(bin[:4], []byte("\x00asm")) {
@@ -285,6 +285,11 @@ func Rewrite(bin []byte, opts Options) (out *Output, err error) {
 	}
 	if m.codeCount != m.funcCount {
 		return nil, fmt.Errorf("function section declares %d functions, code section has %d bodies", m.funcCount, m.codeCount)
+	}
+	if m.hasStart {
+		if err := m.checkStart(); err != nil {
+			return nil, err
+		}
 	}
 	if m.tableElements > MaxTableElements {
 		return nil, fmt.Errorf("tables declare %d elements in all, more than the %d the router allows", m.tableElements, MaxTableElements)
@@ -382,6 +387,7 @@ type module struct {
 	importedFuncs   uint32
 	importedGlobals uint32
 	funcTypes       []uint32 // type of each defined function
+	importTypes     []uint32 // type of each imported function
 	funcCount       uint32
 	globalCount     uint32
 	codeCount       uint32
@@ -416,11 +422,13 @@ func (m *module) scan(s section) error {
 	r := reader{b: s.payload}
 	switch s.id {
 	case secCustom:
+		if err := r.utf8Name(); err != nil {
+			return fmt.Errorf("custom section name: %w", err)
+		}
 		if isNameSection(s.payload) {
 			if len(s.payload) > MaxNameSectionSize {
 				return fmt.Errorf("name section: %d bytes, more than the %d the router allows", len(s.payload), MaxNameSectionSize)
 			}
-			r.name()
 			if err := scanNames(&r); err != nil {
 				return fmt.Errorf("name section: %w", err)
 			}
@@ -445,7 +453,7 @@ func (m *module) scan(s section) error {
 			m.imports = append(m.imports, Import{Module: string(mod), Name: string(name), Kind: ImportKind(kind)})
 			switch kind {
 			case 0x00:
-				r.u32()
+				m.importTypes = append(m.importTypes, r.u32())
 				m.importedFuncs++
 			case 0x01:
 				r.byte()
@@ -569,6 +577,24 @@ func (m *module) scan(s section) error {
 	}
 	if !r.done() {
 		return fmt.Errorf("%s section: %d bytes left over", sectionNames[s.id], len(r.b)-r.pos)
+	}
+	return nil
+}
+
+// checkStart checks the start function, which Rewrite moves to an export
+// (where wazero would no longer check that it takes and returns nothing).
+func (m *module) checkStart() error {
+	var t uint32
+	switch f := m.startFunc; {
+	case f < m.importedFuncs:
+		t = m.importTypes[f]
+	case f-m.importedFuncs < m.funcCount:
+		t = m.funcTypes[f-m.importedFuncs]
+	default:
+		return fmt.Errorf("start function %d does not exist", f)
+	}
+	if t >= m.typeCount || len(m.types[t].params) > 0 || len(m.types[t].results) > 0 {
+		return fmt.Errorf("start function %d: must take and return nothing", m.startFunc)
 	}
 	return nil
 }
@@ -843,6 +869,9 @@ func (m *module) rewriteMemory(r reader) ([]byte, error) {
 			return nil, fmt.Errorf("declares an initial memory of %d pages (%s), over the memory limit of %d pages (%s): raise memory_limit",
 				min, pagesString(min), limit, pagesString(limit))
 		}
+		if hasMax && max > 65536 {
+			return nil, fmt.Errorf("memory %d: maximum of %d pages, more than WebAssembly's 65536", i, max)
+		}
 		if hasMax && max > limit {
 			max = limit
 		}
@@ -872,7 +901,7 @@ func (m *module) rewriteTables(r reader) []byte {
 		}
 		w = append(w, flags|1)
 		w = appendU32(w, lo)
-		w = appendU32(w, max(hi, lo))
+		w = appendU32(w, hi) // below lo if so declared: still invalid
 	}
 	return w
 }
@@ -909,7 +938,7 @@ func (m *module) rewriteCode(payload []byte) ([]byte, error) {
 		var err error
 		body, err = m.rewriteBody(body[:0], payload[r.pos:r.pos+int(size)], i)
 		if err != nil {
-			return nil, fmt.Errorf("function %d: %w", m.importedFuncs+i, err)
+			return nil, fmt.Errorf("not a valid WebAssembly module: function %d: %w", m.importedFuncs+i, err)
 		}
 		r.pos += int(size)
 		w = appendU32(w, uint32(len(body)))
@@ -1108,8 +1137,11 @@ func (m *module) rewriteBody(w, body []byte, fn uint32) ([]byte, error) {
 			r.u32()
 			flush(at)
 			c = m.appendStackRelease(c, cost)
-		case op == 0x0c || op == 0x0d || op == 0x10 || (op >= 0x20 && op <= 0x22) ||
-			op == 0x25 || op == 0x26 || op == 0xd2:
+		case op == 0x0c || op == 0x0d: // br, br_if
+			if err := label(r.u32(), depth); err != nil {
+				return nil, err
+			}
+		case op == 0x10 || (op >= 0x20 && op <= 0x22) || op == 0x25 || op == 0x26 || op == 0xd2:
 			r.u32()
 		case op == 0x23 || op == 0x24: // global.get/set: not the router's globals
 			if idx := r.u32(); idx >= m.origGlobals {
@@ -1118,7 +1150,9 @@ func (m *module) rewriteBody(w, body []byte, fn uint32) ([]byte, error) {
 		case op == 0x0e: // br_table
 			n := r.count()
 			for i := uint32(0); i <= n; i++ {
-				r.u32()
+				if err := label(r.u32(), depth); err != nil {
+					return nil, err
+				}
 			}
 		case op == 0x11: // call_indirect
 			r.u32()
@@ -1169,6 +1203,16 @@ func (m *module) rewriteBody(w, body []byte, fn uint32) ([]byte, error) {
 			return nil, fmt.Errorf("unknown instruction %#x at offset %d", op, at)
 		}
 	}
+}
+
+// label refuses a branch past the function's label: the block rewriteBody
+// wraps the body in would make it valid, a branch out of the function that
+// skips the release of the frame.
+func label(idx uint32, depth int) error {
+	if uint64(idx) > uint64(depth) {
+		return fmt.Errorf("branch to label %d, %d deep", idx, depth)
+	}
+	return nil
 }
 
 // slotsOf is how many 8-byte stack slots a value of type t takes.
