@@ -2,6 +2,7 @@ package instrument_test
 
 import (
 	"context"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -295,5 +296,36 @@ func waitErr(t *testing.T, done <-chan error) error {
 	case <-time.After(10 * time.Second):
 		t.Fatal("guest was not interrupted within 10s")
 		return nil
+	}
+}
+
+// TestStackBudgetBoundsHostMemory recurses to the trap, in a small frame
+// and in a fat one, and bounds what the host allocated for the guest's
+// stack (wazero grows it as Go memory): without the budget, wazero lets the
+// stack grow to its own limit, ~80 MB allocated per call.
+func TestStackBudgetBoundsHostMemory(t *testing.T) {
+	bin := wasmtest.WAT(t, `(module
+	  (func $small (export "small") (param i32) (result i32)
+	    (i32.add (i32.const 1) (call $small (local.get 0))))
+	  (func $fat (export "fat") (param i32) (result i32) (local i64 i64 i64 i64 i64 i64 i64 i64
+	      i64 i64 i64 i64 i64 i64 i64 i64 i64 i64 i64 i64 i64 i64 i64 i64 i64 i64 i64 i64 i64 i64 i64 i64)
+	    (local.set 1 (i64.extend_i32_u (local.get 0)))
+	    (i32.add (i32.wrap_i64 (local.get 1)) (call $fat (local.get 0)))))`)
+	mod, _ := instantiate(t, bin, instrument.Options{})
+	for _, name := range []string{"small", "fat"} {
+		t.Run(name, func(t *testing.T) {
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			_, err := mod.ExportedFunction(name).Call(context.Background(), 1)
+			runtime.ReadMemStats(&after)
+			if err == nil || mod.ExportedGlobal(instrument.StackExhaustedExport).Get() != 1 {
+				t.Fatalf("err = %v, want the stack budget's trap", err)
+			}
+			alloc := after.TotalAlloc - before.TotalAlloc
+			t.Logf("recursion to the trap allocated %.1f MiB", float64(alloc)/(1<<20))
+			if alloc > 32<<20 {
+				t.Fatalf("recursion to the trap allocated %d bytes, want under 32 MiB", alloc)
+			}
+		})
 	}
 }
