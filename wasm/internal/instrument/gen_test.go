@@ -292,6 +292,11 @@ func (g *gen) stmt() ([]byte, bool) {
 		if g.mem {
 			return cat(g.small(), []byte{0x40, 0, 0x1a}), false
 		}
+	case 15: // unreachable, in a branch not taken
+		g.labels = append(g.labels, genLabel{})
+		b := cat([]byte{0x41, 0, 0x04, 0x40}, g.stmts(nil), []byte{0x00, 0x0b})
+		g.labels = g.labels[:len(g.labels)-1]
+		return b, false
 	}
 	return []byte{0x01}, false
 }
@@ -358,7 +363,10 @@ func (g *gen) expr(t byte, depth int) []byte {
 		}
 		// SIMD, with one- and two-byte sub-opcodes (the latter read by
 		// wazero as the byte and a nop).
-		ops := [][]byte{{0x6e}, {0x4e}, {0x0e}, {0xae, 0x01}, {0xba, 0x01}, {0x8e, 0x01}, {0xe4, 0x01}}
+		// wazero also accepts the one-byte form of the latter, which a
+		// decoder reading a LEB128 takes the next instruction into.
+		ops := [][]byte{{0x6e}, {0x4e}, {0x0e}, {0xae, 0x01}, {0xba, 0x01}, {0x8e, 0x01}, {0xe4, 0x01},
+			{0xae}, {0xba}, {0x8e}, {0xe4}}
 		return cat(a, b, []byte{0xfd}, ops[g.n(len(ops))])
 	case 3: // conversions and unary
 		switch t {
@@ -384,7 +392,13 @@ func (g *gen) expr(t byte, depth int) []byte {
 		if g.n(2) == 0 {
 			return cat(g.expr(i32, d), []byte{0xfd, 0x11})
 		}
-		return cat(g.expr(v128, d), []byte{0xfd, 0x80, 0x01})
+		switch g.n(3) {
+		case 0:
+			return cat(g.expr(v128, d), []byte{0xfd, 0x80, 0x01})
+		case 1: // i16x8.shr_s, one byte: 0x8c 0x00 reads as LEB128 12, v128.const
+			return cat(g.expr(v128, d), g.expr(i32, d), []byte{0xfd, 0x8c})
+		}
+		return cat(g.expr(v128, d), g.expr(i32, d), []byte{0xfd, 0x8c, 0x01})
 	case 4: // load
 		if g.mem {
 			switch t {

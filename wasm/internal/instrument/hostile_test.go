@@ -329,3 +329,32 @@ func TestStackBudgetBoundsHostMemory(t *testing.T) {
 		})
 	}
 }
+
+// TestRefusesReferencesToAddedItems: the rewrite appends types, functions
+// and globals, so a reference just past the module's own would become
+// valid and reach the router's.
+func TestRefusesReferencesToAddedItems(t *testing.T) {
+	types := sec(1, vec(fn(nil, nil)))
+	funcs := sec(3, vec(u32(0)))
+	code := func(c ...byte) []byte { return sec(10, vec(body(c...))) }
+	for _, tc := range []struct {
+		name string
+		bin  []byte
+		want string
+	}{
+		{"block type", wasmModule(types, funcs, code(0x02, 0x01, 0x0b, 0x0b)), "type 1 does not exist"},
+		{"call", wasmModule(types, funcs, code(0x10, 0x01, 0x0b)), "function 1 does not exist"},
+		{"call_indirect type", wasmModule(types, funcs, sec(4, vec([]byte{0x70, 0, 1})), code(0x41, 0, 0x11, 0x01, 0x00, 0x0b)), "type 1 does not exist"},
+		{"ref.func", wasmModule(types, funcs, code(0xd2, 0x01, 0x1a, 0x0b)), "function 1 does not exist"},
+		{"export of a function", wasmModule(types, funcs, sec(7, vec(exportFunc("slow", 1))), code(0x0b)), `export "slow": function 1 does not exist`},
+		{"export of a global", wasmModule(types, funcs, sec(7, vec(cat(str("g"), []byte{3, 0}))), code(0x0b)), `export "g": global 0 does not exist`},
+		{"element segment", wasmModule(types, funcs, sec(4, vec([]byte{0x70, 0, 1})), sec(9, vec(cat([]byte{0, 0x41, 0, 0x0b}, vec(u32(1))))), code(0x0b)), "function 1 does not exist"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := instrument.Rewrite(tc.bin, instrument.Options{})
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want it to contain %q", err, tc.want)
+			}
+		})
+	}
+}

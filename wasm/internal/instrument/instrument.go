@@ -710,7 +710,9 @@ func (m *module) elementSegment(r *reader) error {
 	n := r.count()
 	for i := uint32(0); i < n; i++ {
 		if flags&4 == 0 {
-			r.u32()
+			if err := m.funcRef(r.u32()); err != nil {
+				return err
+			}
 		} else if err := m.constExpr(r); err != nil {
 			return err
 		}
@@ -736,7 +738,9 @@ func (m *module) constExpr(r *reader) error {
 			return fmt.Errorf("global %d does not exist", idx)
 		}
 	case 0xd2: // ref.func
-		r.u32()
+		if err := m.funcRef(r.u32()); err != nil {
+			return err
+		}
 	case 0xd0: // ref.null
 		r.byte()
 	case 0xfd:
@@ -813,10 +817,16 @@ func (m *module) rewrite(s section) ([]byte, error) {
 			n = r.u32()
 			for i := uint32(0); i < n; i++ {
 				name := r.name()
-				r.byte()
-				r.u32()
+				kind := r.byte()
+				idx := r.u32()
 				if bytes.HasPrefix(name, []byte(ReservedPrefix)) {
 					return nil, fmt.Errorf("exports %q: names starting with %q are reserved for the router", name, ReservedPrefix)
+				}
+				switch {
+				case kind == 0x00 && m.funcRef(idx) != nil:
+					return nil, fmt.Errorf("export %q: function %d does not exist", name, idx)
+				case kind == 0x03 && idx >= m.origGlobals:
+					return nil, fmt.Errorf("export %q: global %d does not exist", name, idx)
 				}
 			}
 			r = reader{b: s.payload}
@@ -1095,10 +1105,14 @@ func (m *module) rewriteBody(w, body []byte, fn uint32) ([]byte, error) {
 		op := r.byte()
 		switch {
 		case op == 0x02 || op == 0x04: // block, if
-			r.blockType()
+			if err := m.blockType(&r); err != nil {
+				return nil, err
+			}
 			depth++
 		case op == 0x03: // loop: a tick after its block type
-			r.blockType()
+			if err := m.blockType(&r); err != nil {
+				return nil, err
+			}
 			depth++
 			flush(r.pos)
 			c = m.appendCheck(c)
@@ -1130,11 +1144,15 @@ func (m *module) rewriteBody(w, body []byte, fn uint32) ([]byte, error) {
 			flush(at)
 			c = m.appendStackRelease(c, cost)
 		case op == 0x12: // return_call
-			r.u32()
+			if err := m.funcRef(r.u32()); err != nil {
+				return nil, err
+			}
 			flush(at)
 			c = m.appendStackRelease(c, cost)
 		case op == 0x13: // return_call_indirect
-			r.u32()
+			if err := m.typeRef(r.u32()); err != nil {
+				return nil, err
+			}
 			r.u32()
 			flush(at)
 			c = m.appendStackRelease(c, cost)
@@ -1142,7 +1160,11 @@ func (m *module) rewriteBody(w, body []byte, fn uint32) ([]byte, error) {
 			if err := label(r.u32(), depth); err != nil {
 				return nil, err
 			}
-		case op == 0x10 || (op >= 0x20 && op <= 0x22) || op == 0x25 || op == 0x26 || op == 0xd2:
+		case op == 0x10 || op == 0xd2: // call, ref.func
+			if err := m.funcRef(r.u32()); err != nil {
+				return nil, err
+			}
+		case (op >= 0x20 && op <= 0x22) || op == 0x25 || op == 0x26:
 			r.u32()
 		case op == 0x23 || op == 0x24: // global.get/set: not the router's globals
 			if idx := r.u32(); idx >= m.origGlobals {
@@ -1156,7 +1178,9 @@ func (m *module) rewriteBody(w, body []byte, fn uint32) ([]byte, error) {
 				}
 			}
 		case op == 0x11: // call_indirect
-			r.u32()
+			if err := m.typeRef(r.u32()); err != nil {
+				return nil, err
+			}
 			r.u32()
 		case op == 0x1c: // select t*
 			if n := r.byte(); n != 1 {
@@ -1348,14 +1372,38 @@ func (r *reader) simd() {
 
 // blockType reads a block type as wazero's leb128.DecodeInt33AsInt64 does
 // (at most 5 bytes), refusing a fifth byte with the continuation bit, which
-// wazero would take as the end of the block type.
-func (r *reader) blockType() {
-	for i := 0; i < 5; i++ {
-		if r.byte()&0x80 == 0 {
-			return
+// wazero would take as the end of the block type, and a type index past
+// the module's own types.
+func (m *module) blockType(r *reader) error {
+	var v int64
+	for shift := 0; shift < 35; shift += 7 {
+		c := r.byte()
+		v |= int64(c&0x7f) << shift
+		if c&0x80 == 0 {
+			if c&0x40 != 0 {
+				return nil // negative: a value type (or invalid, for wazero to refuse)
+			}
+			return m.typeRef(uint32(min(v, 1<<32-1)))
 		}
 	}
 	panic("block type: LEB128 integer too long")
+}
+
+// funcRef and typeRef refuse a reference to a function or type the rewrite
+// adds: it would make an invalid module valid, and give the guest the
+// router's functions.
+func (m *module) funcRef(idx uint32) error {
+	if uint64(idx) >= uint64(m.importedFuncs)+uint64(m.funcCount) {
+		return fmt.Errorf("function %d does not exist", idx)
+	}
+	return nil
+}
+
+func (m *module) typeRef(idx uint32) error {
+	if idx >= m.typeCount {
+		return fmt.Errorf("type %d does not exist", idx)
+	}
+	return nil
 }
 
 // sleb skips a signed LEB128 of at most max bytes (5 for i32, 10 for i64,
