@@ -28,6 +28,7 @@ type instance struct {
 	fn         api.Function
 	interruptG api.MutableGlobal
 	growFailed api.Global
+	stackOut   api.Global // instrument.StackExhaustedExport
 
 	// ctx lives as long as the instance and carries it to the host
 	// functions, so a call allocates no context.
@@ -90,7 +91,8 @@ func (f *Filter) newInstance(ctx context.Context) (in *instance, err error) {
 	in.fn = mod.ExportedFunction(exportFilter)
 	in.interruptG, _ = mod.ExportedGlobal(instrument.InterruptExport).(api.MutableGlobal)
 	in.growFailed = mod.ExportedGlobal(instrument.GrowFailedExport)
-	if in.fn == nil || in.interruptG == nil || in.growFailed == nil {
+	in.stackOut = mod.ExportedGlobal(instrument.StackExhaustedExport)
+	if in.fn == nil || in.interruptG == nil || in.growFailed == nil || in.stackOut == nil {
 		_ = mod.Close(context.Background())
 		return nil, errors.New("internal error: instrumented exports missing")
 	}
@@ -200,6 +202,8 @@ func (in *instance) invoke(fn api.Function, timeout time.Duration) (kind string,
 	}
 	var exit *sys.ExitError
 	switch {
+	case in.stackOut.Get() != 0:
+		return KindTrap, fmt.Errorf("stack overflow (call-stack budget exhausted): %w", err)
 	case in.growFailed.Get() != 0:
 		return KindMemory, fmt.Errorf("out of memory (memory_limit %d bytes): %w", int64(memoryLimitPages(in.f.opts.MemoryLimit))*instrument.PageSize, err)
 	case errors.As(err, &exit):

@@ -202,29 +202,3 @@ const coverage = `(module
     (drop (call_indirect (type $t) (i32.const 0) (i32.const 1)))
     (call $imp (local.get 0)))
   (export "f" (func $f)))`
-
-// FuzzRewrite checks that Rewrite never panics, that what it accepts wazero
-// can decode without running out of memory (wazero sizes slices from
-// unchecked counts: testdata/fuzz holds a module whose type count made it
-// allocate 60 GB), and that a module wazero accepts still compiles after the
-// rewrite.
-func FuzzRewrite(f *testing.F) {
-	f.Add(wasmtest.WAT(f, coverage))
-	f.Add(wasmtest.WAT(f, `(module (func (export "f") (loop (br 0))))`))
-	f.Add([]byte("\x00asm\x01\x00\x00\x00"))
-	f.Fuzz(func(t *testing.T, bin []byte) {
-		out, err := instrument.Rewrite(bin, instrument.Options{})
-		if err != nil {
-			return
-		}
-		ctx := context.Background()
-		r := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfigInterpreter())
-		defer func() { _ = r.Close(ctx) }()
-		if _, err := r.CompileModule(ctx, bin); err != nil {
-			return
-		}
-		if _, err := r.CompileModule(ctx, out.Binary); err != nil {
-			t.Fatalf("wazero accepts the module but not its rewrite: %v", err)
-		}
-	})
-}
