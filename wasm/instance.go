@@ -15,6 +15,7 @@ import (
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/experimental"
 	"github.com/tetratelabs/wazero/sys"
 
 	"github.com/vmware-samples/vmware-event-router/filters"
@@ -107,7 +108,7 @@ func (f *Filter) newInstance(ctx context.Context) (in *instance, err error) {
 		WithRandSource(guardedReader{in, rand.Reader}).
 		WithStdout(guardedWriter{in, in.stdout}).
 		WithStderr(guardedWriter{in, in.stderr})
-	mod, err := f.rt.InstantiateModule(in.ctx, f.compiled, mc)
+	mod, err := f.rt.InstantiateModule(experimental.WithMemoryAllocator(in.ctx, guestMemory), f.compiled, mc)
 	if err != nil {
 		return nil, fmt.Errorf("instantiate: %w", err)
 	}

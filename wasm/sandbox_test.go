@@ -3,6 +3,7 @@ package wasm
 import (
 	"context"
 	"errors"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -134,5 +135,34 @@ func TestGrowFailedResetPerCall(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(e.m.FilterErrors.WithLabelValues("grow.wasm", KindMemory)); got != 0 {
 		t.Fatalf("memory errors = %v, want 0", got)
+	}
+}
+
+// TestGuestMemoryOutsideGoHeap: guest memories live in their own mappings,
+// not in the Go heap, so a replaced instance's memory goes back to the
+// system when it is closed, not at a later garbage collection (which let
+// a guest failing on every event hold several times pool_size x
+// memory_limit), and growing a memory never copies it.
+func TestGuestMemoryOutsideGoHeap(t *testing.T) {
+	e := newEnv(t)
+	heap := func() uint64 {
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return ms.HeapAlloc
+	}
+	before := heap()
+	// Two instances of 16 MiB each, touched and then grown by a page.
+	src := strings.Replace(guest(`
+    (memory.fill (i32.const 0) (i32.const 1) (i32.const 16646144))
+    (drop (memory.grow (i32.const 1)))
+    (i32.load8_u (i32.const 16711679))`, ""), `(memory (export "memory") 2)`, `(memory (export "memory") 254)`, 1)
+	f := e.load(t, "big.wasm", src, opts(func(o *config.WasmFilter) { o.PoolSize = 2 }))
+	// Verdict = the last byte of the new page, which must read zero.
+	if r := f.Filter(context.Background(), event("VmPoweredOffEvent", "vm-1")); r.Verdict != filters.Pass {
+		t.Fatalf("verdict %v (%v), want pass: the grown page does not read zero", r.Verdict, r.Err)
+	}
+	if grew := int64(heap()) - int64(before); grew > 8<<20 {
+		t.Fatalf("Go heap grew by %d MiB with 32 MiB of guest memory", grew>>20)
 	}
 }
