@@ -28,19 +28,27 @@ type mappedMemory struct {
 	max    uint64
 	buf    []byte
 	mapped bool
+	tried  bool
 }
 
 func (m *mappedMemory) Reallocate(size uint64) []byte {
-	if m.buf == nil {
+	if !m.tried {
+		m.tried = true
 		b, err := syscall.Mmap(-1, 0, int(max(m.max, size, 1)),
 			syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_PRIVATE|syscall.MAP_ANON|syscall.MAP_NORESERVE)
-		if err != nil {
-			// Out of address space: a plain Go buffer still works.
-			b = make([]byte, max(m.max, size))
-		} else {
-			m.mapped = true
+		if err == nil {
+			m.buf, m.mapped = b, true
 		}
-		m.buf = b
+	}
+	if !m.mapped {
+		// No mapping (out of address space): a Go buffer, grown by
+		// copying, as wazero does by default.
+		if size > uint64(cap(m.buf)) {
+			b := make([]byte, size)
+			copy(b, m.buf)
+			m.buf = b
+		}
+		return m.buf[:size:size]
 	}
 	if size > uint64(len(m.buf)) {
 		return nil

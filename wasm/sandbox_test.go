@@ -157,7 +157,7 @@ func TestGuestMemoryOutsideGoHeap(t *testing.T) {
     (memory.fill (i32.const 0) (i32.const 1) (i32.const 16646144))
     (drop (memory.grow (i32.const 1)))
     (i32.load8_u (i32.const 16711679))`, ""), `(memory (export "memory") 2)`, `(memory (export "memory") 254)`, 1)
-	f := e.load(t, "big.wasm", src, opts(func(o *config.WasmFilter) { o.PoolSize = 2 }))
+	f := e.load(t, "big.wasm", src, opts(func(o *config.WasmFilter) { o.PoolSize = 2; o.Timeout = 10 * time.Second }))
 	// Verdict = the last byte of the new page, which must read zero.
 	if r := f.Filter(context.Background(), event("VmPoweredOffEvent", "vm-1")); r.Verdict != filters.Pass {
 		t.Fatalf("verdict %v (%v), want pass: the grown page does not read zero", r.Verdict, r.Err)
