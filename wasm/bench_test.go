@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -206,4 +207,36 @@ func BenchmarkGoColdLoad(b *testing.B) {
 			load(b, "")
 		}
 	})
+}
+
+// BenchmarkDeadlineOverrun measures how late a call that never returns by
+// itself comes back, past its 100ms timeout (the README's figure; the
+// bound is ~2 x timeout + 50 ms on 2 busy cores):
+//
+//	go test -run '^$' -bench DeadlineOverrun -benchtime 20x ./wasm/
+func BenchmarkDeadlineOverrun(b *testing.B) {
+	const timeout = 100 * time.Millisecond
+	for _, g := range []struct{ name, src string }{
+		{"spin", guest(`(loop $l (br $l)) (i32.const 0)`, "")},
+		{"sleep-loop", sleepLoopWAT},
+		{"memory.fill-loop", guest(`(loop $l (memory.fill (i32.const 0) (i32.const 0) (i32.const 16711680)) (br $l)) (i32.const 0)`, "")},
+	} {
+		b.Run(g.name, func(b *testing.B) {
+			bin := wasmtest.WAT(b, strings.Replace(g.src, `(memory (export "memory") 2)`, `(memory (export "memory") 255)`, 1))
+			f := benchFilter(b, benchHost(b, deadlineInterrupt), "overrun.wasm", bin,
+				opts(func(o *config.WasmFilter) { o.Timeout = timeout; o.PoolSize = 1 }))
+			ev := event("VmPoweredOffEvent", "vm-1")
+			var worst, total time.Duration
+			for b.Loop() {
+				start := time.Now()
+				if r := f.Filter(context.Background(), ev); r.Verdict != filters.Error {
+					b.Fatalf("verdict %v, want a timeout error", r.Verdict)
+				}
+				late := time.Since(start) - timeout
+				worst, total = max(worst, late), total+late
+			}
+			b.ReportMetric(float64(total.Microseconds())/1000/float64(b.N), "late-ms/op")
+			b.ReportMetric(float64(worst.Microseconds())/1000, "worst-late-ms")
+		})
+	}
 }

@@ -37,9 +37,10 @@ const (
 	KindExit    = "exit"    // the guest called proc_exit
 	KindVerdict = "verdict" // verdict 3 (error) or a number outside 0..3
 	KindOutput  = "output"  // verdict 2 (replace) without a valid CloudEvent
+	KindStack   = "stack"   // the guest exhausted its call-stack budget (runaway recursion)
 )
 
-var kinds = []string{KindTrap, KindTimeout, KindMemory, KindExit, KindVerdict, KindOutput}
+var kinds = []string{KindTrap, KindTimeout, KindMemory, KindExit, KindVerdict, KindOutput, KindStack}
 
 // initTimeoutMin bounds an instance's start-up (start function,
 // _initialize, evr_init): a Go module's runtime initialisation takes a few
@@ -292,12 +293,33 @@ func (f *Filter) failure(kind string, err error) filters.Result {
 
 // Close stops the filter once its in-flight calls have returned and
 // releases its instances and runtime. Calls that arrive later pass.
+//
+// A call still running a grace period after Close (its timeout and two
+// watchdog ticks: the watchdog should have stopped it by then) is
+// interrupted, again every tick until it returns, so Close never waits on
+// a guest for longer than its next host call or fuel checkpoint.
 func (f *Filter) Close() error {
 	f.closeOnce.Do(func() {
 		close(f.done)
+		grace := time.NewTimer(f.opts.Timeout + 2*maxTick)
+		defer grace.Stop()
+		var tick <-chan time.Time
 		for range cap(f.pool) {
-			if in := <-f.pool; in != nil {
-				in.close()
+			for waiting := true; waiting; {
+				select {
+				case in := <-f.pool:
+					if in != nil {
+						in.close()
+					}
+					waiting = false
+				case <-grace.C:
+					t := time.NewTicker(maxTick)
+					defer t.Stop()
+					tick = t.C
+					f.host.wd.interruptAll(f)
+				case <-tick:
+					f.host.wd.interruptAll(f)
+				}
 			}
 		}
 		_ = f.rt.Close(context.Background())

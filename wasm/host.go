@@ -208,6 +208,20 @@ func (w *watchdog) run() {
 	}
 }
 
+// interruptAll interrupts every call of f in progress.
+func (w *watchdog) interruptAll(f *Filter) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for in := range w.insts {
+		if in.f != f {
+			continue
+		}
+		if d := in.deadline.Load(); d > 0 && in.deadline.CompareAndSwap(d, claimed) {
+			in.interrupt()
+		}
+	}
+}
+
 func (w *watchdog) stop() {
 	select {
 	case <-w.quit:

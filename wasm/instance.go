@@ -5,13 +5,17 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"math"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/experimental"
 	"github.com/tetratelabs/wazero/sys"
 
 	"github.com/vmware-samples/vmware-event-router/filters"
@@ -27,8 +31,10 @@ type instance struct {
 	mod        api.Module
 	fn         api.Function
 	interruptG api.MutableGlobal
-	growFailed api.Global
-	stackOut   api.Global // instrument.StackExhaustedExport
+	growFailed api.MutableGlobal
+	// stackExhausted is set by the rewriter's call-stack budget before it
+	// traps; nil in a module rewritten without one.
+	stackExhausted api.Global
 
 	// ctx lives as long as the instance and carries it to the host
 	// functions, so a call allocates no context.
@@ -36,8 +42,9 @@ type instance struct {
 	cancel context.CancelFunc
 	stack  [1]uint64
 
-	// deadline is the watchdog-clock deadline of the call in progress, 0
-	// when idle, claimed once the watchdog interrupted it.
+	// deadline is the watchdog-clock deadline of the call in progress
+	// (noDeadline for a call without a timeout), 0 when idle, claimed once
+	// the watchdog or Close interrupted it.
 	deadline atomic.Int64
 	// overdue is the deadline the watchdog found passed on its last tick
 	// (watchdog goroutine only).
@@ -54,6 +61,10 @@ type instance struct {
 
 	stdout, stderr *lineLogger
 }
+
+// noDeadline is the deadline of a call without a timeout: the watchdog
+// never reaches it, but Close sees the instance is busy.
+const noDeadline = math.MaxInt64
 
 type instanceKey struct{}
 
@@ -74,25 +85,33 @@ func (f *Filter) newInstance(ctx context.Context) (in *instance, err error) {
 	}
 	// The sandbox: no arguments, no environment, no files, no sockets;
 	// real clocks and a cryptographic random source; output to the log.
+	//
+	// Every WASI function that can be called in a loop is hooked (clocks,
+	// sleep, yield, random, stdout, stderr; stdin is empty and never
+	// blocks), as are the evr imports: once the call is stopped, the next
+	// host call traps at once. Without this a guest that sleeps or reads
+	// the clock in a loop ran on until its next fuel checkpoint, up to
+	// FuelTicks turns later (40 s for a 10 ms sleep).
 	mc := wazero.NewModuleConfig().
 		WithName("").
 		WithStartFunctions().
-		WithSysWalltime().
-		WithSysNanotime().
+		WithWalltime(in.walltime, sys.ClockResolution(time.Microsecond)).
+		WithNanotime(in.nanotime, 1).
 		WithNanosleep(in.sleep).
-		WithRandSource(rand.Reader).
-		WithStdout(in.stdout).
-		WithStderr(in.stderr)
-	mod, err := f.rt.InstantiateModule(in.ctx, f.compiled, mc)
+		WithOsyield(in.checkpoint).
+		WithRandSource(guardedReader{in, rand.Reader}).
+		WithStdout(guardedWriter{in, in.stdout}).
+		WithStderr(guardedWriter{in, in.stderr})
+	mod, err := f.rt.InstantiateModule(experimental.WithMemoryAllocator(in.ctx, guestMemory), f.compiled, mc)
 	if err != nil {
 		return nil, fmt.Errorf("instantiate: %w", err)
 	}
 	in.mod = mod
 	in.fn = mod.ExportedFunction(exportFilter)
 	in.interruptG, _ = mod.ExportedGlobal(instrument.InterruptExport).(api.MutableGlobal)
-	in.growFailed = mod.ExportedGlobal(instrument.GrowFailedExport)
-	in.stackOut = mod.ExportedGlobal(instrument.StackExhaustedExport)
-	if in.fn == nil || in.interruptG == nil || in.growFailed == nil || in.stackOut == nil {
+	in.growFailed, _ = mod.ExportedGlobal(instrument.GrowFailedExport).(api.MutableGlobal)
+	in.stackExhausted = mod.ExportedGlobal(instrument.StackExhaustedExport)
+	if in.fn == nil || in.interruptG == nil || in.growFailed == nil {
 		_ = mod.Close(context.Background())
 		return nil, errors.New("internal error: instrumented exports missing")
 	}
@@ -150,9 +169,27 @@ func (in *instance) interrupt() {
 	}
 }
 
-// sleep is the guest's nanosleep: cut short when the call is interrupted,
-// so that a guest sleeping in poll_oneoff meets its deadline too.
+// errStopped is the trap of a host call made by a call that was stopped
+// (past its deadline, or its filter closing).
+var errStopped = errors.New("call stopped: past its deadline")
+
+// stopped reports whether the call in progress was interrupted.
+func (in *instance) stopped() bool { return in.deadline.Load() == claimed }
+
+// checkpoint traps the call if it was interrupted. Every host function
+// calls it first: a guest that keeps calling the host after its deadline
+// (a retry loop that sleeps, a clock polled in a busy loop) ends at its
+// next host call instead of its next fuel checkpoint.
+func (in *instance) checkpoint() {
+	if in.stopped() {
+		panic(errStopped)
+	}
+}
+
+// sleep is the guest's nanosleep (WASI poll_oneoff): cut short when the
+// call is interrupted, and a trap once it is.
 func (in *instance) sleep(ns int64) {
+	in.checkpoint()
 	if ns <= 0 {
 		return
 	}
@@ -162,6 +199,43 @@ func (in *instance) sleep(ns int64) {
 	case <-t.C:
 	case <-in.wake:
 	}
+	in.checkpoint()
+}
+
+// clockBase is the origin of the guests' monotonic clock.
+var clockBase = time.Now()
+
+func (in *instance) nanotime() int64 {
+	in.checkpoint()
+	return int64(time.Since(clockBase))
+}
+
+func (in *instance) walltime() (int64, int32) {
+	in.checkpoint()
+	t := time.Now()
+	return t.Unix(), int32(t.Nanosecond())
+}
+
+// guardedWriter is a guest's stdout or stderr (WASI fd_write).
+type guardedWriter struct {
+	in *instance
+	w  *lineLogger
+}
+
+func (g guardedWriter) Write(p []byte) (int, error) {
+	g.in.checkpoint()
+	return g.w.Write(p)
+}
+
+// guardedReader is a guest's random source (WASI random_get).
+type guardedReader struct {
+	in *instance
+	r  io.Reader
+}
+
+func (g guardedReader) Read(p []byte) (int, error) {
+	g.in.checkpoint()
+	return g.r.Read(p)
 }
 
 func (in *instance) close() {
@@ -177,20 +251,26 @@ func (in *instance) close() {
 func (in *instance) invoke(fn api.Function, timeout time.Duration) (kind string, err error) {
 	ctx := in.ctx
 	mode := in.f.host.mode
-	var cancel context.CancelFunc
+	// A memory.grow that failed in an earlier call the guest survived is
+	// not this call's failure.
+	if in.growFailed.Get() != 0 {
+		in.growFailed.Set(0)
+	}
+	// deadline also marks the instance busy for Close, which interrupts
+	// calls that outlive their grace, with or without a timeout.
+	d := int64(noDeadline)
 	if timeout > 0 {
 		if mode == deadlinePerCall {
+			var cancel context.CancelFunc
 			ctx, cancel = context.WithTimeout(ctx, timeout)
 			defer cancel()
 		} else {
-			in.deadline.Store(in.f.host.wd.deadline(timeout))
+			d = in.f.host.wd.deadline(timeout)
 		}
 	}
+	in.deadline.Store(d)
 	err = in.guarded(ctx, fn)
-	interrupted := false
-	if timeout > 0 && cancel == nil {
-		interrupted = in.deadline.Swap(0) == claimed
-	}
+	interrupted := in.deadline.Swap(0) == claimed
 	if err == nil && !interrupted {
 		return "", nil
 	}
@@ -202,8 +282,8 @@ func (in *instance) invoke(fn api.Function, timeout time.Duration) (kind string,
 	}
 	var exit *sys.ExitError
 	switch {
-	case in.stackOut.Get() != 0:
-		return KindTrap, fmt.Errorf("stack overflow (call-stack budget exhausted): %w", err)
+	case in.stackExhausted != nil && in.stackExhausted.Get() == 1, isStackOverflow(err):
+		return KindStack, fmt.Errorf("call stack exhausted (unbounded recursion?): %w", err)
 	case in.growFailed.Get() != 0:
 		return KindMemory, fmt.Errorf("out of memory (memory_limit %d bytes): %w", int64(memoryLimitPages(in.f.opts.MemoryLimit))*instrument.PageSize, err)
 	case errors.As(err, &exit):
@@ -214,6 +294,12 @@ func (in *instance) invoke(fn api.Function, timeout time.Duration) (kind string,
 		return KindExit, fmt.Errorf("module called proc_exit(%d)", exit.ExitCode())
 	}
 	return KindTrap, err
+}
+
+// isStackOverflow reports wazero's own stack overflow trap (its stack
+// ceiling), which the rewriter's budget normally reaches first.
+func isStackOverflow(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "stack overflow")
 }
 
 func (in *instance) guarded(ctx context.Context, fn api.Function) (err error) {
@@ -263,11 +349,14 @@ func (f *Filter) instantiateHostModule(ctx context.Context) error {
 	return err
 }
 
+// mustInstance returns the instance of the call, and traps it if it was
+// stopped.
 func mustInstance(ctx context.Context, fn string) *instance {
 	in := instanceFrom(ctx)
 	if in == nil {
 		panic(fmt.Errorf("evr.%s called outside a filter call", fn))
 	}
+	in.checkpoint()
 	return in
 }
 

@@ -16,7 +16,10 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime/debug"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -113,6 +116,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	log := newLogger(stderr, *verbose)
+	setMemoryLimit(log, cgroupRoot)
 
 	cfg, err := config.Load(*configPath)
 	if err != nil {
@@ -139,4 +143,49 @@ func newLogger(w io.Writer, verbose bool) *slog.Logger {
 		level = slog.LevelDebug
 	}
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
+}
+
+// cgroupRoot is where the container's cgroup file system is mounted.
+const cgroupRoot = "/sys/fs/cgroup"
+
+// setMemoryLimit sets the Go runtime's soft memory limit to 90% of the
+// container's memory limit, unless GOMEMLIMIT is set: the garbage collector
+// then works harder near the limit instead of letting garbage (a
+// discarded filter instance's memory, a burst's buffers) push the process
+// over it and into the OOM killer. Without a cgroup limit nothing changes.
+func setMemoryLimit(log *slog.Logger, root string) {
+	if os.Getenv("GOMEMLIMIT") != "" {
+		return
+	}
+	limit, ok := cgroupMemoryLimit(root)
+	if !ok {
+		return
+	}
+	goLimit := limit / 10 * 9
+	debug.SetMemoryLimit(goLimit)
+	log.Debug("go memory limit set from the cgroup", slog.Int64("limit_bytes", goLimit), slog.Int64("cgroup_limit_bytes", limit))
+}
+
+// cgroupMemoryLimit reads the memory limit of the cgroup mounted at root:
+// v2's memory.max, else v1's memory.limit_in_bytes (in root or in its
+// memory/ controller directory). ok is false when there is none ("max", or
+// v1's page-rounded MaxInt64) or it cannot be read.
+func cgroupMemoryLimit(root string) (limit int64, ok bool) {
+	for _, name := range []string{"memory.max", "memory.limit_in_bytes", filepath.Join("memory", "memory.limit_in_bytes")} {
+		b, err := os.ReadFile(filepath.Join(root, name))
+		if err != nil {
+			continue
+		}
+		v := strings.TrimSpace(string(b))
+		if v == "max" {
+			return 0, false
+		}
+		n, err := strconv.ParseInt(v, 10, 64)
+		// v1 reports "no limit" as MaxInt64 rounded down to a page.
+		if err != nil || n <= 0 || n >= 1<<62 {
+			return 0, false
+		}
+		return n, true
+	}
+	return 0, false
 }
