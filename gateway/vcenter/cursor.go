@@ -1,6 +1,7 @@
 package vcenter
 
 import (
+	"math"
 	"slices"
 	"time"
 
@@ -43,9 +44,14 @@ func startAt(now time.Time) *cursor {
 	return &cursor{pos: gateway.Position{Time: now}, exact: true}
 }
 
-// resumeAfter returns a cursor for a stream resuming after pos.
+// resumeAfter returns a cursor for a stream resuming after pos. A position
+// with key math.MinInt32 is a starting instant (the checkpoint keeper's
+// "no checkpoint yet" or "replay window exceeded"), not an event vCenter
+// held: every event created at or after its time is new, and nothing can be
+// missing before it (keys measured from math.MinInt32 would report some
+// 2^31 missed events).
 func resumeAfter(pos gateway.Position) *cursor {
-	return &cursor{pos: pos, atEvent: true, floor: pos.Key}
+	return &cursor{pos: pos, atEvent: pos.Key != math.MinInt32, floor: pos.Key}
 }
 
 // isNew reports whether e has not been handed on yet.

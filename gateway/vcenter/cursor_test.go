@@ -30,6 +30,8 @@ func TestCursor(t *testing.T) {
 		{"resume: a lower key at the same time is old", func() *cursor { return resumeAfter(gateway.Position{Time: t0, Key: 7}) }, nil, ev(t0, 6), false, false},
 		{"resume: a higher key at the same time is new", func() *cursor { return resumeAfter(gateway.Position{Time: t0, Key: 7}) }, nil, ev(t0, 8), true, true},
 		{"resume: a later time is new whatever its key", func() *cursor { return resumeAfter(gateway.Position{Time: t0, Key: 7}) }, nil, ev(t1, 1), true, false},
+		{"resume at an instant: an event at its time is new", func() *cursor { return resumeAfter(gateway.Position{Time: t0, Key: math.MinInt32}) }, nil, ev(t0, math.MinInt32+1), true, false},
+		{"resume at an instant: an earlier event is old", func() *cursor { return resumeAfter(gateway.Position{Time: t0, Key: math.MinInt32}) }, nil, ev(t0.Add(-1), 5), false, false},
 		{"handed: same time, key seen", func() *cursor { return startAt(t0) }, []*types.Event{ev(t0, 9), ev(t0, 3)}, ev(t0, 9), false, false},
 		{"handed: same time, lower unseen key is new (keys restarted)", func() *cursor { return startAt(t0) }, []*types.Event{ev(t0, 9)}, ev(t0, 2), true, false},
 		{"handed: the next key follows", func() *cursor { return startAt(t0) }, []*types.Event{ev(t0, 9)}, ev(t1, 10), true, true},

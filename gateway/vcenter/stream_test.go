@@ -4,13 +4,15 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
+	"math"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
 
 	cloudevents "github.com/cloudevents/sdk-go/v2/event"
-	"github.com/prometheus/client_golang/prometheus/testutil"
+	ptestutil "github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/vmware/govmomi/event"
 	"github.com/vmware/govmomi/find"
 	"github.com/vmware/govmomi/object"
@@ -22,6 +24,7 @@ import (
 	"github.com/vmware-samples/vmware-event-router/gateway"
 	"github.com/vmware-samples/vmware-event-router/gateway/config"
 	"github.com/vmware-samples/vmware-event-router/gateway/metrics"
+	"github.com/vmware-samples/vmware-event-router/internal/testutil"
 	"github.com/vmware-samples/vmware-event-router/internal/vcsimtest"
 )
 
@@ -105,16 +108,16 @@ func TestPushDelivery(t *testing.T) {
 		}
 	}
 	checkOrdered(t, h.all())
-	if n := testutil.ToFloat64(m.StreamEvents.WithLabelValues("vmware_vcenter")); n != float64(len(h.all())) {
+	if n := ptestutil.ToFloat64(m.StreamEvents.WithLabelValues("vmware_vcenter")); n != float64(len(h.all())) {
 		t.Errorf("stream_events_total = %v, handed %d", n, len(h.all()))
 	}
-	if v := testutil.ToFloat64(m.StreamConnected.WithLabelValues("vmware_vcenter")); v != 1 {
+	if v := ptestutil.ToFloat64(m.StreamConnected.WithLabelValues("vmware_vcenter")); v != 1 {
 		t.Errorf("stream_connected = %v, want 1", v)
 	}
 	if err := r.stop(t); err != nil {
 		t.Fatalf("Run: %v", err)
 	}
-	if v := testutil.ToFloat64(m.StreamConnected.WithLabelValues("vmware_vcenter")); v != 0 {
+	if v := ptestutil.ToFloat64(m.StreamConnected.WithLabelValues("vmware_vcenter")); v != 0 {
 		t.Errorf("stream_connected after stop = %v, want 0", v)
 	}
 }
@@ -329,7 +332,7 @@ func TestPruned(t *testing.T) {
 	start(t, s, h)
 	postEx(t, c, "live", 1)
 	waitFor(t, "the live event", deliveryTimeout, func() bool { return len(h.withSubject("com.example.live")) == 1 })
-	missed := testutil.ToFloat64(m.StreamMissed.WithLabelValues("vmware_vcenter"))
+	missed := ptestutil.ToFloat64(m.StreamMissed.WithLabelValues("vmware_vcenter"))
 	kept := h.withSubject("com.example.kept")
 	if missed < 7 || len(kept) == 0 {
 		t.Fatalf("missed = %v, kept delivered %d", missed, len(kept))
@@ -413,7 +416,7 @@ func TestUndecodable(t *testing.T) {
 	if got := h.withSubject("FutureThing"); len(got) != 1 {
 		t.Errorf("FutureThing handed on %d times, want 1", len(got))
 	}
-	if n := testutil.ToFloat64(m.StreamUndecodable.WithLabelValues("vmware_vcenter", "handed_on")); n != 2 {
+	if n := ptestutil.ToFloat64(m.StreamUndecodable.WithLabelValues("vmware_vcenter", "handed_on")); n != 2 {
 		t.Errorf("undecodable = %v, want 2", n)
 	}
 	checkOrdered(t, h.all())
@@ -506,4 +509,41 @@ func TestSimulated(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestStartingInstant: the checkpoint keeper's starting points ("no
+// checkpoint yet", "replay window exceeded": the key math.MinInt32 at an
+// instant) are not events: resuming from one hands on every event from
+// that instant and reports nothing missed (the key distance from
+// math.MinInt32 would be some 2^31).
+func TestStartingInstant(t *testing.T) {
+	sim := vcsimtest.Start(t)
+	c := sim.Client()
+	postEx(t, c, "before", 3)
+	evs, err := event.NewManager(c).QueryEvents(context.Background(), types.EventFilterSpec{EventTypeId: []string{"com.example.before"}})
+	if err != nil || len(evs) != 3 {
+		t.Fatalf("querying: %d events, %v", len(evs), err)
+	}
+	sortEvents(evs)
+	at := evs[2].GetEvent().CreatedTime // the last "before" event is at the instant
+	postEx(t, c, "after", 5)
+
+	m := metrics.New()
+	s := newTestStream(t, sim, m)
+	var logs testutil.SyncBuffer
+	s.log = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	h := &recorder{resume: gateway.Position{Time: at, Key: math.MinInt32}, resumeOK: true}
+	start(t, s, h)
+	waitFor(t, "the events after the instant", deliveryTimeout, func() bool { return len(h.withSubject("com.example.after")) == 5 })
+
+	if got := h.withSubject("com.example.before"); len(got) != 1 || exMessage(t, got[0]) != "before-2" {
+		t.Errorf("events of the starting instant: %d handed on, want before-2 only", len(got))
+	}
+	if n := ptestutil.ToFloat64(m.StreamMissed.WithLabelValues("vmware_vcenter")); n != 0 {
+		t.Errorf("missed = %v, want 0", n)
+	}
+	if strings.Contains(logs.String(), "missing_estimate") || strings.Contains(logs.String(), "starts anew") {
+		t.Errorf("a starting instant was reported as a gap:\n%s", logs.String())
+	}
+	checkOrdered(t, h.all())
 }
