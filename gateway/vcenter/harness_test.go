@@ -194,6 +194,9 @@ func start(t *testing.T, s gateway.Stream, h gateway.StreamHandler) *running {
 		if err := r.stop(t); err != nil {
 			t.Errorf("Run: %v", err)
 		}
+		if c, ok := s.(io.Closer); ok {
+			_ = c.Close()
+		}
 	})
 	return r
 }

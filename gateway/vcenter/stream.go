@@ -52,7 +52,8 @@ type tuning struct {
 	waitSlack time.Duration
 	// call bounds every other call (login, reads, collector creation).
 	call time.Duration
-	// cleanup bounds each call of the teardown (destroy, logout).
+	// cleanup bounds a session's teardown (cancel the wait, destroy the
+	// collectors, log out) and each background destroy.
 	cleanup time.Duration
 	// backoffMin and backoffMax bound the delay between reconnects.
 	backoffMin, backoffMax time.Duration
@@ -70,7 +71,7 @@ func defaultTuning() tuning {
 		waitMax:    30 * time.Second,
 		waitSlack:  10 * time.Second, // a dead connection is noticed within 40 s
 		call:       30 * time.Second,
-		cleanup:    2 * time.Second,
+		cleanup:    3 * time.Second,
 		backoffMin: 100 * time.Millisecond,
 		backoffMax: 10 * time.Second,
 		stable:     10 * time.Second,
@@ -114,8 +115,12 @@ type Stream struct {
 	mu       sync.Mutex
 	notReady error
 
-	cleanups sync.WaitGroup // teardowns of abandoned sessions
-	lastUUID string         // instance UUID of the last session (Run's goroutine only)
+	// cleanups counts the teardowns of sessions: those abandoned on a
+	// reconnect run at once in the background; the last one, on shutdown,
+	// waits in ending for Close.
+	cleanups sync.WaitGroup
+	ending   []*session
+	lastUUID string // instance UUID of the last session (Run's goroutine only)
 
 	sim *simulation // the vcsim stream's simulator; nil for a real vCenter
 }
@@ -209,10 +214,26 @@ func (s *Stream) setReady(err error) {
 	}
 }
 
-// Close stops the embedded simulator of a vcsim stream; for a vCenter
-// stream it does nothing (Run logs out when it returns). Call it after Run
-// has returned.
+// Close ends what Run left behind: it tears down the last session (cancels
+// its wait, destroys its collectors, logs out, within s.tun.cleanup), waits
+// for the teardowns of earlier sessions, and stops the embedded simulator
+// of a vcsim stream. Run returns as soon as its ctx is done, so the daemon
+// can drain deliveries and write its last checkpoint first; this is the
+// slow part of a shutdown, bounded by a few seconds. Call it after Run has
+// returned.
 func (s *Stream) Close() error {
+	s.mu.Lock()
+	ending := s.ending
+	s.ending = nil
+	s.mu.Unlock()
+	for _, cn := range ending {
+		s.cleanups.Add(1)
+		go func() {
+			defer s.cleanups.Done()
+			cn.close(s.tun.cleanup)
+		}()
+	}
+	s.cleanups.Wait()
 	if s.sim != nil {
 		s.sim.close()
 	}
@@ -223,11 +244,10 @@ func (s *Stream) Close() error {
 // error only when the very first connection fails in a way no retry fixes:
 // vCenter refuses the credentials, or its certificate is not trusted.
 func (s *Stream) Run(ctx context.Context, h gateway.StreamHandler) error {
-	defer s.cleanups.Wait()
 	defer s.setReady(errors.New("the stream has stopped"))
 	if s.sim != nil {
-		stop := s.sim.startGenerator(ctx, s.log)
-		defer stop()
+		// The generator stops with ctx; Close waits for it.
+		s.sim.startGenerator(ctx, s.log)
 	}
 
 	var cur *cursor // nil until the first connection asks h where to start
@@ -248,7 +268,7 @@ func (s *Stream) Run(ctx context.Context, h gateway.StreamHandler) error {
 		// Jitter (half the step, at random) keeps many routers from
 		// reconnecting to a restarted vCenter in lockstep.
 		wait := delay/2 + rand.N(delay/2+1)
-		s.log.Warn("vCenter stream interrupted; reconnecting", "address", s.source, "error", err, "retry_in", wait.Round(time.Millisecond))
+		s.log.Warn("vCenter stream interrupted; reconnecting", "address", s.source, "err", err, "retry_in", wait.Round(time.Millisecond))
 		select {
 		case <-ctx.Done():
 			return nil
@@ -298,11 +318,13 @@ func (s *Stream) session(ctx context.Context, h gateway.StreamHandler, cur **cur
 		return false, err
 	}
 	defer func() {
-		// On shutdown the teardown runs now, within its short deadlines;
-		// on a reconnect it runs beside the next login, so a dead
+		// On shutdown the teardown waits for Close, so Run returns at
+		// once; on a reconnect it runs beside the next login, so a dead
 		// connection's timeouts do not delay the recovery.
 		if ctx.Err() != nil {
-			cn.close(s.tun.cleanup)
+			s.mu.Lock()
+			s.ending = append(s.ending, cn)
+			s.mu.Unlock()
 			return
 		}
 		s.cleanups.Add(1)

@@ -177,20 +177,12 @@ func TestListenerRestart(t *testing.T) {
 	checkOrdered(t, h.all())
 }
 
-// TestNotAuthenticated: vCenter ends the stream's session; it logs in again
-// and misses nothing.
-func TestNotAuthenticated(t *testing.T) {
-	sim := vcsimtest.Start(t)
-	s := newTestStream(t, sim, metrics.New())
-	h := &recorder{}
-	r := start(t, s, h)
-	waitReady(t, s)
-
-	c := sim.Login()
+// otherSessions returns the keys of the simulator's sessions other than c's.
+func otherSessions(t *testing.T, c *vim25.Client) []string {
+	t.Helper()
 	var sm mo.SessionManager
-	ctx := context.Background()
 	pc := c.ServiceContent.PropertyCollector
-	res, err := methods.RetrievePropertiesEx(ctx, c, &types.RetrievePropertiesEx{This: pc, SpecSet: []types.PropertyFilterSpec{{
+	res, err := methods.RetrievePropertiesEx(context.Background(), c, &types.RetrievePropertiesEx{This: pc, SpecSet: []types.PropertyFilterSpec{{
 		ObjectSet: []types.ObjectSpec{{Obj: *c.ServiceContent.SessionManager}},
 		PropSet:   []types.PropertySpec{{Type: "SessionManager", PathSet: []string{"sessionList", "currentSession"}}},
 	}}})
@@ -212,6 +204,47 @@ func TestNotAuthenticated(t *testing.T) {
 			others = append(others, us.Key)
 		}
 	}
+	return others
+}
+
+// TestShutdown: Run returns once its ctx is done without tearing its
+// session down (the daemon drains deliveries and writes its checkpoint
+// meanwhile); Close logs out.
+func TestShutdown(t *testing.T) {
+	sim := vcsimtest.Start(t)
+	s := newTestStream(t, sim, metrics.New())
+	r := start(t, s, &recorder{})
+	waitReady(t, s)
+	c := sim.Login()
+	if n := len(otherSessions(t, c)); n != 1 {
+		t.Fatalf("%d sessions besides the test's, want the stream's", n)
+	}
+	if err := r.stop(t); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if n := len(otherSessions(t, c)); n != 1 {
+		t.Fatalf("%d sessions after Run returned, want the stream's still there: Run tore it down on its way out", n)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(otherSessions(t, c)); n != 0 {
+		t.Fatalf("%d sessions after Close, want none", n)
+	}
+}
+
+// TestNotAuthenticated: vCenter ends the stream's session; it logs in again
+// and misses nothing.
+func TestNotAuthenticated(t *testing.T) {
+	sim := vcsimtest.Start(t)
+	s := newTestStream(t, sim, metrics.New())
+	h := &recorder{}
+	r := start(t, s, h)
+	waitReady(t, s)
+
+	c := sim.Login()
+	ctx := context.Background()
+	others := otherSessions(t, c)
 	if len(others) == 0 {
 		t.Fatal("the stream's session is not listed")
 	}
