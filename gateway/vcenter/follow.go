@@ -87,8 +87,16 @@ func (f *follower) run(ctx context.Context, following func()) error {
 			return fmt.Errorf("waiting for new events: %w", err)
 		}
 		if first {
+			// The first answer of a session is not trusted to join the
+			// cursor: a latest page whose key happens to follow it may
+			// come from a restored vCenter whose history holds other new
+			// events before it. The history after the cursor is read
+			// instead; the page then holds nothing new.
 			first = false
 			following()
+			if err := f.read(ctx); err != nil {
+				return err
+			}
 		}
 		set := res.Returnval
 		if set == nil {

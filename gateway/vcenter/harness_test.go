@@ -49,6 +49,8 @@ type recorder struct {
 	resumeOK bool
 	resumes  int
 	uuid     string
+	// resumeFn, if set, answers Resume instead of resume and resumeOK.
+	resumeFn func(instanceUUID string, now time.Time) (gateway.Position, bool)
 	notify   chan struct{} // if set, signalled after each event
 	bad      []gateway.Undecodable
 }
@@ -68,6 +70,9 @@ func (r *recorder) Resume(instanceUUID, source string, now time.Time) (gateway.P
 	defer r.mu.Unlock()
 	r.resumes++
 	r.uuid = instanceUUID
+	if r.resumeFn != nil {
+		return r.resumeFn(instanceUUID, now)
+	}
 	return r.resume, r.resumeOK
 }
 

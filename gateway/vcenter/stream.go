@@ -335,30 +335,25 @@ func (s *Stream) session(ctx context.Context, h gateway.StreamHandler, cur **cur
 	}()
 
 	about := cn.c.ServiceContent.About
-	if *cur == nil {
-		cctx, cancel := context.WithTimeout(ctx, s.tun.call)
-		now, err := cn.currentTime(cctx)
-		cancel()
+	switch {
+	case *cur == nil:
+		c, err := s.resume(ctx, h, cn)
 		if err != nil {
 			return false, err
 		}
-		pos, ok := h.Resume(about.InstanceUuid, s.source, now)
-		switch {
-		case ok && pos.Time.After(now.Add(time.Minute)):
-			// vCenter's clock decides what is new: a position in its
-			// future would hide every event until its clock got there.
-			*cur = startAt(now)
-			s.log.Warn("the resume position is later than vCenter's clock; following from now instead",
-				"after_time", pos.Time, "after_key", pos.Key, "vcenter_time", now)
-		case ok:
-			*cur = resumeAfter(pos)
-			s.log.Info("resuming vCenter history", "after_time", pos.Time, "after_key", pos.Key, "vcenter_time", now)
-		default:
-			*cur = startAt(now)
-			s.log.Info("following vCenter history from now", "vcenter_time", now)
+		*cur = c
+	case s.lastUUID != cn.uuid:
+		// Another vCenter (replaced, or restored under a new identity)
+		// answers at the same address: its history is not the one the
+		// cursor is in. The handler knows where to start in it (the
+		// checkpoint keeper answers with the old checkpoint's time).
+		s.log.Warn("vCenter instance changed at the same address; asking where to resume in its history",
+			"previous_instance_uuid", s.lastUUID, "instance_uuid", cn.uuid)
+		c, err := s.resume(ctx, h, cn)
+		if err != nil {
+			return false, err
 		}
-	} else if s.lastUUID != cn.uuid {
-		s.log.Info("vCenter instance changed at the same address", "previous_instance_uuid", s.lastUUID, "instance_uuid", cn.uuid)
+		*cur = c
 	}
 	s.lastUUID = cn.uuid
 
@@ -373,6 +368,31 @@ func (s *Stream) session(ctx context.Context, h gateway.StreamHandler, cur **cur
 			"version", about.Version, "build", about.Build, "user", s.username)
 	})
 	return followed, err
+}
+
+// resume asks h where to start in the history of cn's vCenter.
+func (s *Stream) resume(ctx context.Context, h gateway.StreamHandler, cn *session) (*cursor, error) {
+	cctx, cancel := context.WithTimeout(ctx, s.tun.call)
+	now, err := cn.currentTime(cctx)
+	cancel()
+	if err != nil {
+		return nil, err
+	}
+	pos, ok := h.Resume(cn.uuid, s.source, now)
+	switch {
+	case ok && pos.Time.After(now.Add(time.Minute)):
+		// vCenter's clock decides what is new: a position in its future
+		// would hide every event until its clock got there.
+		s.log.Warn("the resume position is later than vCenter's clock; following from now instead",
+			"after_time", pos.Time, "after_key", pos.Key, "vcenter_time", now)
+		return startAt(now), nil
+	case ok:
+		s.log.Info("resuming vCenter history", "after_time", pos.Time, "after_key", pos.Key, "vcenter_time", now)
+		return resumeAfter(pos), nil
+	default:
+		s.log.Info("following vCenter history from now", "vcenter_time", now)
+		return startAt(now), nil
+	}
 }
 
 // dialer returns the TLS dial function of a session: one with a connect

@@ -580,3 +580,79 @@ func TestStartingInstant(t *testing.T) {
 	}
 	checkOrdered(t, h.all())
 }
+
+// TestVCenterRestored: while the stream cannot reach it, vCenter is
+// restored (same instance UUID) or replaced (a new one) at the same address,
+// and the new history ends with the key of the last one handed on, so its
+// latest page (the stream's own login event) seems to join the cursor. The first update of the
+// session is not trusted: every new event of the new history is handed on.
+// A new instance UUID makes the stream ask the handler again where to start.
+func TestVCenterRestored(t *testing.T) {
+	tests := []struct{ name, uuid string }{
+		{"restored, same instance UUID", ""},
+		{"replaced, new instance UUID", "5c2a2f7e-0d7e-4e59-9a3e-3f2b8c1d0e11"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			simA := vcsimtest.Start(t)
+			p := newProxy(t, simA.Addr())
+			m := metrics.New()
+			s := newTestStream(t, simA, m, p.addr())
+			var lastA *gateway.Event
+			h := &recorder{}
+			h.resumeFn = func(uuid string, now time.Time) (gateway.Position, bool) {
+				if lastA == nil {
+					return gateway.Position{}, false
+				}
+				// As the checkpoint keeper answers an instance it has no
+				// checkpoint for: the old checkpoint's time, key MinInt32.
+				return gateway.Position{Time: lastA.Time, Key: math.MinInt32}, true
+			}
+			r := start(t, s, h)
+			waitReady(t, s)
+			postEx(t, simA.Client(), "a", 30)
+			waitFor(t, "the first vCenter's events", deliveryTimeout, func() bool { return len(h.withSubject("com.example.a")) == 30 })
+			p.cut()
+			waitFor(t, "the stream to notice the outage", deliveryTimeout, func() bool { return s.Ready() != nil })
+			h.mu.Lock()
+			lastA = h.events[len(h.events)-1]
+			h.mu.Unlock()
+
+			simB := vcsimtest.StartWith(t, vcsimtest.Options{InstanceUUID: tt.uuid})
+			// The stream's own login adds the event with the next key.
+			n := int(lastA.Key - simB.LatestKey())
+			if n <= 1 {
+				t.Fatalf("test setup: the new vCenter's keys (%d) are not below the old ones (%d)", simB.LatestKey(), lastA.Key)
+			}
+			postEx(t, simB.Client(), "b", n)
+			if k := simB.LatestKey(); k != lastA.Key {
+				t.Fatalf("test setup: the new history ends at key %d, want %d", k, lastA.Key)
+			}
+			p.retarget(simB.Addr())
+			waitFor(t, "the new vCenter's events", deliveryTimeout, func() bool { return len(h.withSubject("com.example.b")) == n })
+			r.alive(t)
+
+			for i, e := range h.withSubject("com.example.b") {
+				if msg := exMessage(t, e); msg != fmt.Sprintf("b-%d", i) {
+					t.Fatalf("event %d of the new vCenter is %q", i, msg)
+				}
+			}
+			h.mu.Lock()
+			resumes, uuid := h.resumes, h.uuid
+			h.mu.Unlock()
+			wantResumes := 1
+			if tt.uuid != "" {
+				wantResumes = 2
+				if uuid != tt.uuid {
+					t.Errorf("Resume asked for instance %q, want %q", uuid, tt.uuid)
+				}
+			}
+			if resumes != wantResumes {
+				t.Errorf("Resume called %d times, want %d", resumes, wantResumes)
+			}
+			if n := ptestutil.ToFloat64(m.StreamMissed.WithLabelValues("vmware_vcenter")); n != 0 {
+				t.Errorf("missed = %v, want 0", n)
+			}
+		})
+	}
+}
