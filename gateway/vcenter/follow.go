@@ -39,6 +39,8 @@ type follower struct {
 	readerFresh bool // reader has not been read yet: its window starts at the cursor
 
 	warned map[string]bool // unknown event types already warned about
+
+	capt capture // the raw body of the last wait or read
 }
 
 // start creates the session's collector and the property filter on its
@@ -81,7 +83,7 @@ func (f *follower) run(ctx context.Context, following func()) error {
 	first := true
 	for {
 		wctx, cancel := context.WithTimeout(ctx, f.s.tun.waitMax+f.s.tun.waitSlack)
-		res, err := methods.WaitForUpdatesEx(wctx, c, &req)
+		set, recovered, err := f.waitForUpdates(wctx, &req)
 		cancel()
 		if err != nil {
 			return fmt.Errorf("waiting for new events: %w", err)
@@ -98,11 +100,16 @@ func (f *follower) run(ctx context.Context, following func()) error {
 				return err
 			}
 		}
-		set := res.Returnval
 		if set == nil {
 			continue // MaxWaitSeconds passed without news
 		}
 		req.Version = set.Version
+		if recovered {
+			if err := f.read(ctx); err != nil {
+				return err
+			}
+			continue
+		}
 		for _, fs := range set.FilterSet {
 			for _, ou := range fs.ObjectSet {
 				for _, ch := range ou.ChangeSet {
@@ -174,7 +181,6 @@ func (f *follower) staleReader() {
 
 // read hands on every event after the cursor with ReadNextEvents, in pages.
 func (f *follower) read(ctx context.Context) error {
-	c := f.cn.c
 	if f.reader == (types.ManagedObjectReference{}) {
 		cctx, cancel := context.WithTimeout(ctx, f.s.tun.call)
 		ref, err := f.cn.createCollector(cctx, f.cur.pos.Time.Add(-readMargin))
@@ -189,7 +195,7 @@ func (f *follower) read(ctx context.Context) error {
 	sawPos := false
 	for {
 		rctx, cancel := context.WithTimeout(ctx, f.s.tun.call)
-		page, err := readNextEvents(rctx, c, f.reader, f.s.tun.readBatch)
+		page, err := f.readNext(rctx)
 		cancel()
 		if err != nil {
 			return fmt.Errorf("reading events: %w", err)
@@ -198,6 +204,12 @@ func (f *follower) read(ctx context.Context) error {
 		sortEvents(evs)
 		handed := 0
 		for _, e := range evs {
+			if b, ok := e.(*badEvent); ok && !b.readable {
+				if err := f.handBad(ctx, b); err != nil {
+					return err
+				}
+				continue
+			}
 			ev := e.GetEvent()
 			if !f.cur.isNew(ev) {
 				if ev.CreatedTime.Equal(f.cur.pos.Time) {
@@ -261,7 +273,7 @@ func (f *follower) decoded(page []types.BaseEvent) []types.BaseEvent {
 	out := page[:0:0]
 	for _, e := range page {
 		if e == nil {
-			f.s.undecodable.Inc()
+			f.s.handedOn.Inc()
 			f.s.log.Warn("skipped an empty event entry")
 			continue
 		}
@@ -272,9 +284,12 @@ func (f *follower) decoded(page []types.BaseEvent) []types.BaseEvent {
 
 // hand converts e and hands it on, then moves the cursor past it.
 func (f *follower) hand(ctx context.Context, e types.BaseEvent) error {
+	if b, ok := e.(*badEvent); ok {
+		return f.handBad(ctx, b)
+	}
 	ev := f.s.conv.Convert(f.cn.uuid, e)
 	if u, ok := e.(*UnknownEvent); ok {
-		f.s.undecodable.Inc()
+		f.s.handedOn.Inc()
 		if f.warned == nil {
 			f.warned = map[string]bool{}
 		}

@@ -53,6 +53,7 @@ type recorder struct {
 	resumeFn func(instanceUUID string, now time.Time) (gateway.Position, bool)
 	notify   chan struct{} // if set, signalled after each event
 	bad      []gateway.Undecodable
+	badAt    []int // how many events had been handed on at each Undecodable
 }
 
 func (r *recorder) Undecodable(ctx context.Context, u gateway.Undecodable) error {
@@ -61,6 +62,7 @@ func (r *recorder) Undecodable(ctx context.Context, u gateway.Undecodable) error
 	}
 	r.mu.Lock()
 	r.bad = append(r.bad, u)
+	r.badAt = append(r.badAt, len(r.events))
 	r.mu.Unlock()
 	return nil
 }

@@ -105,12 +105,13 @@ type Stream struct {
 	// SDK not know a type the simulator sends.
 	knownTypes types.Func
 
-	events      prometheus.Counter
-	connected   prometheus.Gauge
-	lastEvent   prometheus.Gauge
-	undecodable prometheus.Counter
-	missed      prometheus.Counter
-	stat        *metrics.Stat
+	events       prometheus.Counter
+	connected    prometheus.Gauge
+	lastEvent    prometheus.Gauge
+	handedOn     prometheus.Counter // undecodable: unknown type, handed on by its name
+	deadLettered prometheus.Counter // undecodable: XML that does not decode
+	missed       prometheus.Counter
+	stat         *metrics.Stat
 
 	mu       sync.Mutex
 	notReady error
@@ -121,6 +122,10 @@ type Stream struct {
 	cleanups sync.WaitGroup
 	ending   []*session
 	lastUUID string // instance UUID of the last session (Run's goroutine only)
+
+	// unreadable holds the hashes of the undecodable events without a
+	// readable position dead-lettered in this run (Run's goroutine only).
+	unreadable map[[32]byte]bool
 
 	sim *simulation // the vcsim stream's simulator; nil for a real vCenter
 }
@@ -171,23 +176,24 @@ func newStream(provider, source string, u *url.URL, user string, pass config.Sec
 		source = clean.String()
 	}
 	s := &Stream{
-		provider:    provider,
-		source:      source,
-		url:         &clean,
-		username:    user,
-		password:    pass,
-		tls:         tc,
-		log:         log.With("stream", provider),
-		conv:        NewConverter(source),
-		tun:         defaultTuning(),
-		knownTypes:  types.TypeFunc(),
-		events:      m.StreamEvents.WithLabelValues(provider),
-		connected:   m.StreamConnected.WithLabelValues(provider),
-		lastEvent:   m.StreamLastEventTime.WithLabelValues(provider),
-		undecodable: m.StreamUndecodable.WithLabelValues(provider, "handed_on"),
-		missed:      m.StreamMissed.WithLabelValues(provider),
-		stat:        m.Stats.Register(provider, "stream", source),
-		notReady:    errors.New("not connected to vCenter yet"),
+		provider:     provider,
+		source:       source,
+		url:          &clean,
+		username:     user,
+		password:     pass,
+		tls:          tc,
+		log:          log.With("stream", provider),
+		conv:         NewConverter(source),
+		tun:          defaultTuning(),
+		knownTypes:   types.TypeFunc(),
+		events:       m.StreamEvents.WithLabelValues(provider),
+		connected:    m.StreamConnected.WithLabelValues(provider),
+		lastEvent:    m.StreamLastEventTime.WithLabelValues(provider),
+		handedOn:     m.StreamUndecodable.WithLabelValues(provider, "handed_on"),
+		deadLettered: m.StreamUndecodable.WithLabelValues(provider, "dead_letter"),
+		missed:       m.StreamMissed.WithLabelValues(provider),
+		stat:         m.Stats.Register(provider, "stream", source),
+		notReady:     errors.New("not connected to vCenter yet"),
 	}
 	s.connected.Set(0)
 	return s
@@ -413,12 +419,10 @@ func (s *Stream) newSOAPClient() (*soap.Client, func()) {
 	t.TLSClientConfig = s.tls.Clone()
 	t.DialTLSContext = s.dialer()
 	sc.Types = typeFunc(s.knownTypes)
-	if !s.tun.direct {
-		return sc, sc.CloseIdleConnections
-	}
 	// A proxy from the environment keeps net/http's Transport, which
 	// knows how to use one.
-	if p, err := http.ProxyFromEnvironment(&http.Request{URL: s.url}); err != nil || p != nil {
+	if p, err := http.ProxyFromEnvironment(&http.Request{URL: s.url}); !s.tun.direct || err != nil || p != nil {
+		sc.Transport = &captureTransport{next: sc.Transport}
 		return sc, sc.CloseIdleConnections
 	}
 	addr := s.url.Host
@@ -434,7 +438,7 @@ func (s *Stream) newSOAPClient() (*soap.Client, func()) {
 		dial = (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 15 * time.Second}).DialContext
 	}
 	d := &directTransport{dial: dial, addr: addr}
-	sc.Transport = d // the http.Client inside soap.Client
+	sc.Transport = &captureTransport{next: d} // the http.Client inside soap.Client
 	return sc, func() {
 		d.CloseIdleConnections()
 		sc.CloseIdleConnections()
