@@ -37,6 +37,7 @@ type follower struct {
 	// soon as an event is handed on from a latest page instead.
 	reader      types.ManagedObjectReference
 	readerFresh bool // reader has not been read yet: its window starts at the cursor
+	caughtUp    bool // the session's first read is done
 
 	warned map[string]bool // unknown event types already warned about
 
@@ -51,7 +52,9 @@ func (f *follower) start(ctx context.Context) error {
 	cctx, cancel := context.WithTimeout(ctx, f.s.tun.call)
 	defer cancel()
 	c := f.cn.c
-	ref, err := f.cn.createCollector(cctx, f.cur.pos.Time.Add(-readMargin))
+	// The latest page shows late events only inside the collector's
+	// window: it starts a lateness window before the cursor.
+	ref, err := f.cn.createCollector(cctx, f.cur.pos.Time.Add(-max(readMargin, f.cur.window)))
 	if err != nil {
 		return err
 	}
@@ -140,13 +143,22 @@ func (f *follower) onPage(ctx context.Context, val types.AnyType) error {
 	covered := len(page) < pageSize
 	evs := f.decoded(page)
 	sortEvents(evs)
-	var fresh []types.BaseEvent
+	var fresh, late []types.BaseEvent
 	for _, e := range evs {
-		if f.cur.isNew(e.GetEvent()) {
+		switch ev := e.GetEvent(); {
+		case f.cur.isNew(ev):
 			fresh = append(fresh, e)
-		} else {
+		case f.cur.late(ev):
+			late = append(late, e)
+			covered = true
+		default:
 			// The page reaches back to what was handed on already.
 			covered = true
+		}
+	}
+	for _, e := range late {
+		if err := f.hand(ctx, e); err != nil {
+			return err
 		}
 	}
 	if len(fresh) == 0 {
@@ -182,8 +194,16 @@ func (f *follower) staleReader() {
 // read hands on every event after the cursor with ReadNextEvents, in pages.
 func (f *follower) read(ctx context.Context) error {
 	if f.reader == (types.ManagedObjectReference{}) {
+		// The session's first read reaches a lateness window back, for
+		// events that became visible late while the stream was away;
+		// within a session, the latest page and a reader in step show
+		// them, and a fresh reader's window need not pay for it.
+		margin := readMargin
+		if !f.caughtUp {
+			margin = max(margin, f.cur.window)
+		}
 		cctx, cancel := context.WithTimeout(ctx, f.s.tun.call)
-		ref, err := f.cn.createCollector(cctx, f.cur.pos.Time.Add(-readMargin))
+		ref, err := f.cn.createCollector(cctx, f.cur.pos.Time.Add(-margin))
 		cancel()
 		if err != nil {
 			return err
@@ -192,6 +212,7 @@ func (f *follower) read(ctx context.Context) error {
 	}
 	checkGap := f.readerFresh && f.cur.atEvent
 	f.readerFresh = false
+	f.caughtUp = true
 	sawPos := false
 	for {
 		rctx, cancel := context.WithTimeout(ctx, f.s.tun.call)
@@ -214,6 +235,12 @@ func (f *follower) read(ctx context.Context) error {
 			if !f.cur.isNew(ev) {
 				if ev.CreatedTime.Equal(f.cur.pos.Time) {
 					sawPos = true
+				}
+				if f.cur.late(ev) {
+					if err := f.hand(ctx, e); err != nil {
+						return err
+					}
+					handed++
 				}
 				continue
 			}
@@ -284,6 +311,13 @@ func (f *follower) decoded(page []types.BaseEvent) []types.BaseEvent {
 
 // hand converts e and hands it on, then moves the cursor past it.
 func (f *follower) hand(ctx context.Context, e types.BaseEvent) error {
+	if t := e.GetEvent().CreatedTime; t.Before(f.cur.pos.Time) {
+		// Only a late event, created before the last one handed on,
+		// gets here with such a time (see cursor.late).
+		f.s.late.Inc()
+		f.s.log.Warn("an event became visible after events created later; handing it on late",
+			"key", e.GetEvent().Key, "created_time", t, "last_time", f.cur.pos.Time, "last_key", f.cur.pos.Key)
+	}
 	if b, ok := e.(*badEvent); ok {
 		return f.handBad(ctx, b)
 	}

@@ -163,6 +163,7 @@ func testTuning() tuning {
 		backoffMax: 200 * time.Millisecond,
 		stable:     0,
 		readBatch:  1000,
+		late:       5 * time.Second,
 		direct:     true,
 	}
 }

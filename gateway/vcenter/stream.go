@@ -62,6 +62,9 @@ type tuning struct {
 	stable time.Duration
 	// readBatch is ReadNextEvents' maxCount.
 	readBatch int32
+	// late is the lateness window: how far before the last event handed
+	// on the stream looks for events vCenter made visible late.
+	late time.Duration
 	// direct makes SOAP calls in the calling goroutine (directTransport).
 	direct bool
 }
@@ -76,6 +79,7 @@ func defaultTuning() tuning {
 		backoffMax: 10 * time.Second,
 		stable:     10 * time.Second,
 		readBatch:  1000,
+		late:       5 * time.Second,
 		direct:     true,
 	}
 }
@@ -111,6 +115,7 @@ type Stream struct {
 	handedOn     prometheus.Counter // undecodable: unknown type, handed on by its name
 	deadLettered prometheus.Counter // undecodable: XML that does not decode
 	missed       prometheus.Counter
+	late         prometheus.Counter
 	stat         *metrics.Stat
 
 	mu       sync.Mutex
@@ -192,6 +197,7 @@ func newStream(provider, source string, u *url.URL, user string, pass config.Sec
 		handedOn:     m.StreamUndecodable.WithLabelValues(provider, "handed_on"),
 		deadLettered: m.StreamUndecodable.WithLabelValues(provider, "dead_letter"),
 		missed:       m.StreamMissed.WithLabelValues(provider),
+		late:         m.StreamLate.WithLabelValues(provider),
 		stat:         m.Stats.Register(provider, "stream", source),
 		notReady:     errors.New("not connected to vCenter yet"),
 	}
@@ -378,6 +384,14 @@ func (s *Stream) session(ctx context.Context, h gateway.StreamHandler, cur **cur
 
 // resume asks h where to start in the history of cn's vCenter.
 func (s *Stream) resume(ctx context.Context, h gateway.StreamHandler, cn *session) (*cursor, error) {
+	c, err := s.resumeAt(ctx, h, cn)
+	if c != nil {
+		c.window = s.tun.late
+	}
+	return c, err
+}
+
+func (s *Stream) resumeAt(ctx context.Context, h gateway.StreamHandler, cn *session) (*cursor, error) {
 	cctx, cancel := context.WithTimeout(ctx, s.tun.call)
 	now, err := cn.currentTime(cctx)
 	cancel()
