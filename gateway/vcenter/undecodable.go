@@ -89,8 +89,8 @@ func (t *captureTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 type badEvent struct {
 	types.Event
 
-	pos      gateway.Position // what of the key and time could be read
-	readable bool             // both could
+	pos      gateway.Position // the key and time read, when both could be
+	readable bool
 	raw      string
 	err      error
 }
@@ -114,6 +114,11 @@ func newBadEvent(elem []byte, err error) *badEvent {
 		}
 	}
 	b.readable = keyOK && timeOK
+	if !b.readable {
+		// Half a position would place the dead letter wrongly in the
+		// watermark: none is given.
+		b.pos = gateway.Position{}
+	}
 	b.Key, b.CreatedTime = b.pos.Key, b.pos.Time
 	return b
 }

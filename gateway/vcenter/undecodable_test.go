@@ -117,7 +117,10 @@ func corruptElements(body []byte, marker string, corrupt func([]byte) []byte) []
 	return append(out, body[last:]...)
 }
 
-var chainID = regexp.MustCompile(`<chainId>-?\d+</chainId>`)
+var (
+	chainID  = regexp.MustCompile(`<chainId>-?\d+</chainId>`)
+	eventKey = regexp.MustCompile(`<key>-?\d+</key>`)
+)
 
 // TestUndecodableEvent: an event whose XML does not decode, in vCenter's
 // answers to the stream's waits and reads, does not stall the stream: it
@@ -127,18 +130,22 @@ var chainID = regexp.MustCompile(`<chainId>-?\d+</chainId>`)
 func TestUndecodableEvent(t *testing.T) {
 	const marker = "corrupt-me"
 	tests := []struct {
-		name    string
-		corrupt func(elem []byte) []byte
+		name       string
+		corrupt    func(elem []byte) []byte
+		unreadable bool // its key cannot be read either
 	}{
 		{"invalid UTF-8 in the message", func(elem []byte) []byte {
 			return bytes.ReplaceAll(elem, []byte(marker), []byte("corrupt\xff\xfeme"))
-		}},
+		}, false},
 		{"a character XML does not allow", func(elem []byte) []byte {
 			return bytes.ReplaceAll(elem, []byte(marker), []byte("corrupt\x01me"))
-		}},
+		}, false},
 		{"a number out of range", func(elem []byte) []byte {
 			return chainID.ReplaceAll(elem, []byte("<chainId>99999999999</chainId>"))
-		}},
+		}, false},
+		{"a key out of range", func(elem []byte) []byte {
+			return eventKey.ReplaceAll(elem, []byte("<key>99999999999</key>"))
+		}, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -171,11 +178,16 @@ func TestUndecodableEvent(t *testing.T) {
 				t.Fatalf("Undecodable called %d times, want 1", len(bad))
 			}
 			u := bad[0]
-			if u.Err == nil || !strings.Contains(u.Raw, "<key>"+strconv.Itoa(int(u.Position.Key))+"</key>") || u.Source != s.Source() {
+			if u.Err == nil || !strings.Contains(u.Raw, "<objectId>group-d1</objectId>") || u.Source != s.Source() {
 				t.Errorf("dead letter: err %v, source %q, raw %q", u.Err, u.Source, u.Raw)
 			}
 			before, after := h.withSubject("com.example.before"), h.withSubject("com.example.after")
-			if !before[2].Position().Before(u.Position) || !u.Position.Before(after[0].Position()) {
+			if tt.unreadable {
+				if !u.Position.Time.IsZero() {
+					t.Errorf("position %+v read from an unreadable key", u.Position)
+				}
+			} else if !strings.Contains(u.Raw, "<key>"+strconv.Itoa(int(u.Position.Key))+"</key>") ||
+				!before[2].Position().Before(u.Position) || !u.Position.Before(after[0].Position()) {
 				t.Errorf("the undecodable event's position %+v is not between the events around it (%+v, %+v)",
 					u.Position, before[2].Position(), after[0].Position())
 			}
