@@ -13,7 +13,15 @@
 // Anything else (several events between two updates, a key gap, the first
 // update after connecting) is read with ReadNextEvents, in pages of 1000,
 // from a collector whose read position is in step with what was handed on,
-// so a burst larger than the page is never skipped.
+// so a burst larger than the page is never skipped. The first update of a
+// session is never trusted: the history after the cursor is read then.
+//
+// What the stream does not stall on, nor lose silently: an event whose XML
+// does not decode is dead-lettered in its place (undecodable.go); an event
+// vCenter makes visible after events created later is handed on late and
+// counted, within a lateness window (cursor.go); a vCenter replaced at the
+// same address (a new instance UUID) makes the stream ask its handler again
+// where to start.
 package vcenter
 
 import (
