@@ -1,6 +1,7 @@
 package vcenter
 
 import (
+	"math"
 	"slices"
 	"time"
 
@@ -35,17 +36,57 @@ type cursor struct {
 	// the events at pos.Time with a key up to floor count as handed.
 	exact bool
 	floor int32
+
+	// Late events: vCenter can make an event visible after events created
+	// later (its CreatedTime is before pos when it shows). The cursor
+	// remembers what it handed on in the last window before pos.Time, so
+	// such an event is recognised as not handed on yet, from known on (the
+	// instant from which the cursor has seen everything handed on in this
+	// run: its start, or just after the resume position).
+	window time.Duration
+	known  time.Time
+	recent []gateway.Position // handed on, in the order handed
+	handed map[identity]bool  // recent, as a set
+}
+
+// identity is an event's (CreatedTime, key), usable as a map key.
+type identity struct {
+	nanos int64
+	key   int32
+}
+
+func identityOf(e *types.Event) identity {
+	return identity{e.CreatedTime.UnixNano(), e.Key}
 }
 
 // startAt returns a cursor for a stream starting at instant now (vCenter's
 // clock): every event created at or after now is new.
 func startAt(now time.Time) *cursor {
-	return &cursor{pos: gateway.Position{Time: now}, exact: true}
+	return &cursor{pos: gateway.Position{Time: now}, exact: true, known: now}
 }
 
-// resumeAfter returns a cursor for a stream resuming after pos.
+// resumeAfter returns a cursor for a stream resuming after pos. A position
+// with key math.MinInt32 is a starting instant (the checkpoint keeper's
+// "no checkpoint yet" or "replay window exceeded"), not an event vCenter
+// held: every event created at or after its time is new, and nothing can be
+// missing before it (keys measured from math.MinInt32 would report some
+// 2^31 missed events).
 func resumeAfter(pos gateway.Position) *cursor {
-	return &cursor{pos: pos, atEvent: true, floor: pos.Key}
+	known := pos.Time.Add(time.Nanosecond)
+	if pos.Key == math.MinInt32 {
+		known = pos.Time
+	}
+	return &cursor{pos: pos, atEvent: pos.Key != math.MinInt32, floor: pos.Key, known: known}
+}
+
+// late reports whether e, not new, is a late event: created in the window
+// before pos, after known, and not handed on.
+func (c *cursor) late(e *types.Event) bool {
+	t := e.CreatedTime
+	if !t.Before(c.pos.Time) || t.Before(c.known) || t.Before(c.pos.Time.Add(-c.window)) {
+		return false
+	}
+	return !c.handed[identityOf(e)]
 }
 
 // isNew reports whether e has not been handed on yet.
@@ -67,9 +108,14 @@ func (c *cursor) follows(e *types.Event) bool {
 	return c.atEvent && e.Key == c.pos.Key+1 && !e.CreatedTime.Before(c.pos.Time)
 }
 
-// advance records e as handed on.
+// advance records e as handed on. A late event (before pos) leaves pos
+// where it is.
 func (c *cursor) advance(e *types.Event) {
 	t := e.CreatedTime
+	c.remember(e)
+	if t.Before(c.pos.Time) {
+		return
+	}
 	if !t.Equal(c.pos.Time) {
 		c.pos.Time = t
 		c.seen = c.seen[:0]
@@ -78,6 +124,31 @@ func (c *cursor) advance(e *types.Event) {
 	c.pos.Key = e.Key
 	c.seen = append(c.seen, e.Key)
 	c.atEvent = true
+}
+
+// remember records e in the window of events handed on, and forgets those
+// that fell out of it (in the order handed: a late one is forgotten with
+// the events handed before it).
+func (c *cursor) remember(e *types.Event) {
+	if c.window <= 0 {
+		return
+	}
+	if c.handed == nil {
+		c.handed = map[identity]bool{}
+	}
+	id := identityOf(e)
+	c.handed[id] = true
+	c.recent = append(c.recent, gateway.Position{Time: e.CreatedTime, Key: e.Key})
+	edge := c.pos.Time.Add(-c.window)
+	if e.CreatedTime.After(c.pos.Time) {
+		edge = e.CreatedTime.Add(-c.window)
+	}
+	n := 0
+	for n < len(c.recent) && c.recent[n].Time.Before(edge) {
+		delete(c.handed, identity{c.recent[n].Time.UnixNano(), c.recent[n].Key})
+		n++
+	}
+	c.recent = c.recent[n:]
 }
 
 // sortEvents puts events in vCenter's order: CreatedTime, then Key.

@@ -30,6 +30,8 @@ func TestCursor(t *testing.T) {
 		{"resume: a lower key at the same time is old", func() *cursor { return resumeAfter(gateway.Position{Time: t0, Key: 7}) }, nil, ev(t0, 6), false, false},
 		{"resume: a higher key at the same time is new", func() *cursor { return resumeAfter(gateway.Position{Time: t0, Key: 7}) }, nil, ev(t0, 8), true, true},
 		{"resume: a later time is new whatever its key", func() *cursor { return resumeAfter(gateway.Position{Time: t0, Key: 7}) }, nil, ev(t1, 1), true, false},
+		{"resume at an instant: an event at its time is new", func() *cursor { return resumeAfter(gateway.Position{Time: t0, Key: math.MinInt32}) }, nil, ev(t0, math.MinInt32+1), true, false},
+		{"resume at an instant: an earlier event is old", func() *cursor { return resumeAfter(gateway.Position{Time: t0, Key: math.MinInt32}) }, nil, ev(t0.Add(-1), 5), false, false},
 		{"handed: same time, key seen", func() *cursor { return startAt(t0) }, []*types.Event{ev(t0, 9), ev(t0, 3)}, ev(t0, 9), false, false},
 		{"handed: same time, lower unseen key is new (keys restarted)", func() *cursor { return startAt(t0) }, []*types.Event{ev(t0, 9)}, ev(t0, 2), true, false},
 		{"handed: the next key follows", func() *cursor { return startAt(t0) }, []*types.Event{ev(t0, 9)}, ev(t1, 10), true, true},
@@ -67,4 +69,61 @@ func TestSortEvents(t *testing.T) {
 			t.Fatalf("order %d: key %d, want %v", i, e.GetEvent().Key, want)
 		}
 	}
+}
+
+func TestCursorLate(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	at := func(d time.Duration) time.Time { return t0.Add(d) }
+	started := func() *cursor { c := startAt(t0); c.window = 5 * time.Second; return c }
+	tests := []struct {
+		name   string
+		cur    func() *cursor
+		handed []*types.Event
+		check  *types.Event
+		late   bool
+	}{
+		{"an unseen event before the last one, in the window", started, []*types.Event{ev(at(3*time.Second), 1), ev(at(4*time.Second), 2)}, ev(at(3500*time.Millisecond), 9), true},
+		{"an event handed on is not late", started, []*types.Event{ev(at(3*time.Second), 1), ev(at(4*time.Second), 2)}, ev(at(3*time.Second), 1), false},
+		{"a late event handed on is not late again", started, []*types.Event{ev(at(3*time.Second), 1), ev(at(4*time.Second), 2), ev(at(3500*time.Millisecond), 9)}, ev(at(3500*time.Millisecond), 9), false},
+		{"before the stream started", started, []*types.Event{ev(at(time.Second), 1)}, ev(at(-time.Millisecond), 9), false},
+		{"before the window", started, []*types.Event{ev(at(time.Second), 1), ev(at(20*time.Second), 2)}, ev(at(10*time.Second), 9), false},
+		{"a new event is not late", started, []*types.Event{ev(at(time.Second), 1)}, ev(at(2*time.Second), 2), false},
+		{"at or before a resume position", func() *cursor {
+			c := resumeAfter(gateway.Position{Time: t0, Key: 7})
+			c.window = 5 * time.Second
+			return c
+		}, nil, ev(at(-time.Second), 3), false},
+		{"without a window", func() *cursor { return startAt(t0) }, []*types.Event{ev(at(3*time.Second), 1)}, ev(at(2*time.Second), 9), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := tt.cur()
+			for _, e := range tt.handed {
+				c.advance(e)
+			}
+			if got := c.late(tt.check); got != tt.late {
+				t.Errorf("late = %v, want %v", got, tt.late)
+			}
+			if c.isNew(tt.check) && tt.late {
+				t.Errorf("a late event counts as new")
+			}
+		})
+	}
+	t.Run("a late event leaves the cursor where it is", func(t *testing.T) {
+		c := started()
+		c.advance(ev(at(4*time.Second), 2))
+		c.advance(ev(at(3*time.Second), 9))
+		if c.pos != (gateway.Position{Time: at(4 * time.Second), Key: 2}) {
+			t.Errorf("pos %+v", c.pos)
+		}
+	})
+	t.Run("the window forgets what fell out of it", func(t *testing.T) {
+		c := started()
+		for i := range 100 {
+			c.advance(ev(at(time.Duration(i)*time.Second), int32(i)))
+		}
+		if n := len(c.handed); n > 6 {
+			t.Errorf("%d events remembered, want those of the last 5 s", n)
+		}
+	})
 }

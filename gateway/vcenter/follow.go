@@ -37,8 +37,11 @@ type follower struct {
 	// soon as an event is handed on from a latest page instead.
 	reader      types.ManagedObjectReference
 	readerFresh bool // reader has not been read yet: its window starts at the cursor
+	caughtUp    bool // the session's first read is done
 
 	warned map[string]bool // unknown event types already warned about
+
+	capt capture // the raw body of the last wait or read
 }
 
 // start creates the session's collector and the property filter on its
@@ -49,7 +52,9 @@ func (f *follower) start(ctx context.Context) error {
 	cctx, cancel := context.WithTimeout(ctx, f.s.tun.call)
 	defer cancel()
 	c := f.cn.c
-	ref, err := f.cn.createCollector(cctx, f.cur.pos.Time.Add(-readMargin))
+	// The latest page shows late events only inside the collector's
+	// window: it starts a lateness window before the cursor.
+	ref, err := f.cn.createCollector(cctx, f.cur.pos.Time.Add(-max(readMargin, f.cur.window)))
 	if err != nil {
 		return err
 	}
@@ -81,20 +86,33 @@ func (f *follower) run(ctx context.Context, following func()) error {
 	first := true
 	for {
 		wctx, cancel := context.WithTimeout(ctx, f.s.tun.waitMax+f.s.tun.waitSlack)
-		res, err := methods.WaitForUpdatesEx(wctx, c, &req)
+		set, recovered, err := f.waitForUpdates(wctx, &req)
 		cancel()
 		if err != nil {
 			return fmt.Errorf("waiting for new events: %w", err)
 		}
 		if first {
+			// The first answer of a session is not trusted to join the
+			// cursor: a latest page whose key happens to follow it may
+			// come from a restored vCenter whose history holds other new
+			// events before it. The history after the cursor is read
+			// instead; the page then holds nothing new.
 			first = false
 			following()
+			if err := f.read(ctx); err != nil {
+				return err
+			}
 		}
-		set := res.Returnval
 		if set == nil {
 			continue // MaxWaitSeconds passed without news
 		}
 		req.Version = set.Version
+		if recovered {
+			if err := f.read(ctx); err != nil {
+				return err
+			}
+			continue
+		}
 		for _, fs := range set.FilterSet {
 			for _, ou := range fs.ObjectSet {
 				for _, ch := range ou.ChangeSet {
@@ -125,13 +143,22 @@ func (f *follower) onPage(ctx context.Context, val types.AnyType) error {
 	covered := len(page) < pageSize
 	evs := f.decoded(page)
 	sortEvents(evs)
-	var fresh []types.BaseEvent
+	var fresh, late []types.BaseEvent
 	for _, e := range evs {
-		if f.cur.isNew(e.GetEvent()) {
+		switch ev := e.GetEvent(); {
+		case f.cur.isNew(ev):
 			fresh = append(fresh, e)
-		} else {
+		case f.cur.late(ev):
+			late = append(late, e)
+			covered = true
+		default:
 			// The page reaches back to what was handed on already.
 			covered = true
+		}
+	}
+	for _, e := range late {
+		if err := f.hand(ctx, e); err != nil {
+			return err
 		}
 	}
 	if len(fresh) == 0 {
@@ -166,10 +193,17 @@ func (f *follower) staleReader() {
 
 // read hands on every event after the cursor with ReadNextEvents, in pages.
 func (f *follower) read(ctx context.Context) error {
-	c := f.cn.c
 	if f.reader == (types.ManagedObjectReference{}) {
+		// The session's first read reaches a lateness window back, for
+		// events that became visible late while the stream was away;
+		// within a session, the latest page and a reader in step show
+		// them, and a fresh reader's window need not pay for it.
+		margin := readMargin
+		if !f.caughtUp {
+			margin = max(margin, f.cur.window)
+		}
 		cctx, cancel := context.WithTimeout(ctx, f.s.tun.call)
-		ref, err := f.cn.createCollector(cctx, f.cur.pos.Time.Add(-readMargin))
+		ref, err := f.cn.createCollector(cctx, f.cur.pos.Time.Add(-margin))
 		cancel()
 		if err != nil {
 			return err
@@ -178,10 +212,11 @@ func (f *follower) read(ctx context.Context) error {
 	}
 	checkGap := f.readerFresh && f.cur.atEvent
 	f.readerFresh = false
+	f.caughtUp = true
 	sawPos := false
 	for {
 		rctx, cancel := context.WithTimeout(ctx, f.s.tun.call)
-		page, err := readNextEvents(rctx, c, f.reader, f.s.tun.readBatch)
+		page, err := f.readNext(rctx)
 		cancel()
 		if err != nil {
 			return fmt.Errorf("reading events: %w", err)
@@ -190,10 +225,22 @@ func (f *follower) read(ctx context.Context) error {
 		sortEvents(evs)
 		handed := 0
 		for _, e := range evs {
+			if b, ok := e.(*badEvent); ok && !b.readable {
+				if err := f.handBad(ctx, b); err != nil {
+					return err
+				}
+				continue
+			}
 			ev := e.GetEvent()
 			if !f.cur.isNew(ev) {
 				if ev.CreatedTime.Equal(f.cur.pos.Time) {
 					sawPos = true
+				}
+				if f.cur.late(ev) {
+					if err := f.hand(ctx, e); err != nil {
+						return err
+					}
+					handed++
 				}
 				continue
 			}
@@ -253,7 +300,7 @@ func (f *follower) decoded(page []types.BaseEvent) []types.BaseEvent {
 	out := page[:0:0]
 	for _, e := range page {
 		if e == nil {
-			f.s.undecodable.Inc()
+			f.s.handedOn.Inc()
 			f.s.log.Warn("skipped an empty event entry")
 			continue
 		}
@@ -264,9 +311,19 @@ func (f *follower) decoded(page []types.BaseEvent) []types.BaseEvent {
 
 // hand converts e and hands it on, then moves the cursor past it.
 func (f *follower) hand(ctx context.Context, e types.BaseEvent) error {
+	if t := e.GetEvent().CreatedTime; t.Before(f.cur.pos.Time) {
+		// Only a late event, created before the last one handed on,
+		// gets here with such a time (see cursor.late).
+		f.s.late.Inc()
+		f.s.log.Warn("an event became visible after events created later; handing it on late",
+			"key", e.GetEvent().Key, "created_time", t, "last_time", f.cur.pos.Time, "last_key", f.cur.pos.Key)
+	}
+	if b, ok := e.(*badEvent); ok {
+		return f.handBad(ctx, b)
+	}
 	ev := f.s.conv.Convert(f.cn.uuid, e)
 	if u, ok := e.(*UnknownEvent); ok {
-		f.s.undecodable.Inc()
+		f.s.handedOn.Inc()
 		if f.warned == nil {
 			f.warned = map[string]bool{}
 		}

@@ -49,8 +49,11 @@ type recorder struct {
 	resumeOK bool
 	resumes  int
 	uuid     string
+	// resumeFn, if set, answers Resume instead of resume and resumeOK.
+	resumeFn func(instanceUUID string, now time.Time) (gateway.Position, bool)
 	notify   chan struct{} // if set, signalled after each event
 	bad      []gateway.Undecodable
+	badAt    []int // how many events had been handed on at each Undecodable
 }
 
 func (r *recorder) Undecodable(ctx context.Context, u gateway.Undecodable) error {
@@ -59,6 +62,7 @@ func (r *recorder) Undecodable(ctx context.Context, u gateway.Undecodable) error
 	}
 	r.mu.Lock()
 	r.bad = append(r.bad, u)
+	r.badAt = append(r.badAt, len(r.events))
 	r.mu.Unlock()
 	return nil
 }
@@ -68,6 +72,9 @@ func (r *recorder) Resume(instanceUUID, source string, now time.Time) (gateway.P
 	defer r.mu.Unlock()
 	r.resumes++
 	r.uuid = instanceUUID
+	if r.resumeFn != nil {
+		return r.resumeFn(instanceUUID, now)
+	}
 	return r.resume, r.resumeOK
 }
 
@@ -156,6 +163,7 @@ func testTuning() tuning {
 		backoffMax: 200 * time.Millisecond,
 		stable:     0,
 		readBatch:  1000,
+		late:       5 * time.Second,
 		direct:     true,
 	}
 }
@@ -193,6 +201,9 @@ func start(t *testing.T, s gateway.Stream, h gateway.StreamHandler) *running {
 	t.Cleanup(func() {
 		if err := r.stop(t); err != nil {
 			t.Errorf("Run: %v", err)
+		}
+		if c, ok := s.(io.Closer); ok {
+			_ = c.Close()
 		}
 	})
 	return r

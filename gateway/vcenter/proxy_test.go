@@ -11,14 +11,16 @@ import (
 // proxy forwards TCP connections to a target. freeze makes every open
 // connection silent (nothing is forwarded any more, nothing is closed), the
 // way a connection through a dead firewall or a hung vCenter behaves; new
-// connections are forwarded normally.
+// connections are forwarded normally. cut closes every connection and
+// refuses new ones until retarget names where to forward again, as a
+// vCenter going down and another (or the same, restored) coming up.
 type proxy struct {
-	ln     net.Listener
-	target string
+	ln net.Listener
 
-	mu    sync.Mutex
-	conns []*proxyConn
-	wg    sync.WaitGroup
+	mu     sync.Mutex
+	target string // "" refuses connections
+	conns  []*proxyConn
+	wg     sync.WaitGroup
 }
 
 type proxyConn struct {
@@ -48,7 +50,14 @@ func (p *proxy) accept() {
 		if err != nil {
 			return
 		}
-		s, err := net.Dial("tcp", p.target)
+		p.mu.Lock()
+		target := p.target
+		p.mu.Unlock()
+		if target == "" {
+			_ = c.Close()
+			continue
+		}
+		s, err := net.Dial("tcp", target)
 		if err != nil {
 			_ = c.Close()
 			continue
@@ -93,6 +102,25 @@ func (p *proxy) freeze() {
 	for _, pc := range p.conns {
 		pc.silent.Store(true)
 	}
+}
+
+// cut closes every connection and refuses new ones.
+func (p *proxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.target = ""
+	for _, pc := range p.conns {
+		_ = pc.client.Close()
+		_ = pc.server.Close()
+	}
+	p.conns = nil
+}
+
+// retarget forwards new connections to target.
+func (p *proxy) retarget(target string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.target = target
 }
 
 func (p *proxy) close() {

@@ -83,26 +83,27 @@ func (cn *session) destroyLater(ref types.ManagedObjectReference, timeout time.D
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		defer cancel()
 		if _, err := methods.DestroyCollector(ctx, cn.c, &types.DestroyCollector{This: ref}); err != nil {
-			cn.log.Debug("destroying a stale event collector", "collector", ref.Value, "error", err)
+			cn.log.Debug("destroying a stale event collector", "collector", ref.Value, "err", err)
 		}
 	}()
 }
 
 // close ends the session: it cancels a pending wait (the server may
 // otherwise hold it until MaxWaitSeconds), destroys the collectors and
-// logs out, each call within timeout, and stops at the first sign that the
-// connection is gone.
+// logs out, all within timeout (after the background destroys, each also
+// bounded by timeout), and stops at the first sign that the connection is
+// gone.
 func (cn *session) close(timeout time.Duration) {
 	cn.bg.Wait()
 	defer cn.closeIdle()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
 	call := func(what string, f func(ctx context.Context) error) bool {
-		ctx, cancel := context.WithTimeout(context.Background(), timeout)
-		defer cancel()
 		err := f(ctx)
 		if err == nil {
 			return true
 		}
-		cn.log.Debug("closing the vCenter session", "step", what, "error", err)
+		cn.log.Debug("closing the vCenter session", "step", what, "err", err)
 		// A SOAP fault means vCenter answered: carry on. Anything else
 		// (network error, deadline) means it cannot hear us.
 		return soap.IsSoapFault(err) && !isNotAuthenticated(err)

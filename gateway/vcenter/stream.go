@@ -13,7 +13,15 @@
 // Anything else (several events between two updates, a key gap, the first
 // update after connecting) is read with ReadNextEvents, in pages of 1000,
 // from a collector whose read position is in step with what was handed on,
-// so a burst larger than the page is never skipped.
+// so a burst larger than the page is never skipped. The first update of a
+// session is never trusted: the history after the cursor is read then.
+//
+// What the stream does not stall on, nor lose silently: an event whose XML
+// does not decode is dead-lettered in its place (undecodable.go); an event
+// vCenter makes visible after events created later is handed on late and
+// counted, within a lateness window (cursor.go); a vCenter replaced at the
+// same address (a new instance UUID) makes the stream ask its handler again
+// where to start.
 package vcenter
 
 import (
@@ -52,7 +60,8 @@ type tuning struct {
 	waitSlack time.Duration
 	// call bounds every other call (login, reads, collector creation).
 	call time.Duration
-	// cleanup bounds each call of the teardown (destroy, logout).
+	// cleanup bounds a session's teardown (cancel the wait, destroy the
+	// collectors, log out) and each background destroy.
 	cleanup time.Duration
 	// backoffMin and backoffMax bound the delay between reconnects.
 	backoffMin, backoffMax time.Duration
@@ -61,6 +70,9 @@ type tuning struct {
 	stable time.Duration
 	// readBatch is ReadNextEvents' maxCount.
 	readBatch int32
+	// late is the lateness window: how far before the last event handed
+	// on the stream looks for events vCenter made visible late.
+	late time.Duration
 	// direct makes SOAP calls in the calling goroutine (directTransport).
 	direct bool
 }
@@ -70,11 +82,12 @@ func defaultTuning() tuning {
 		waitMax:    30 * time.Second,
 		waitSlack:  10 * time.Second, // a dead connection is noticed within 40 s
 		call:       30 * time.Second,
-		cleanup:    2 * time.Second,
+		cleanup:    3 * time.Second,
 		backoffMin: 100 * time.Millisecond,
 		backoffMax: 10 * time.Second,
 		stable:     10 * time.Second,
 		readBatch:  1000,
+		late:       5 * time.Second,
 		direct:     true,
 	}
 }
@@ -104,18 +117,28 @@ type Stream struct {
 	// SDK not know a type the simulator sends.
 	knownTypes types.Func
 
-	events      prometheus.Counter
-	connected   prometheus.Gauge
-	lastEvent   prometheus.Gauge
-	undecodable prometheus.Counter
-	missed      prometheus.Counter
-	stat        *metrics.Stat
+	events       prometheus.Counter
+	connected    prometheus.Gauge
+	lastEvent    prometheus.Gauge
+	handedOn     prometheus.Counter // undecodable: unknown type, handed on by its name
+	deadLettered prometheus.Counter // undecodable: XML that does not decode
+	missed       prometheus.Counter
+	late         prometheus.Counter
+	stat         *metrics.Stat
 
 	mu       sync.Mutex
 	notReady error
 
-	cleanups sync.WaitGroup // teardowns of abandoned sessions
-	lastUUID string         // instance UUID of the last session (Run's goroutine only)
+	// cleanups counts the teardowns of sessions: those abandoned on a
+	// reconnect run at once in the background; the last one, on shutdown,
+	// waits in ending for Close.
+	cleanups sync.WaitGroup
+	ending   []*session
+	lastUUID string // instance UUID of the last session (Run's goroutine only)
+
+	// unreadable holds the hashes of the undecodable events without a
+	// readable position dead-lettered in this run (Run's goroutine only).
+	unreadable map[[32]byte]bool
 
 	sim *simulation // the vcsim stream's simulator; nil for a real vCenter
 }
@@ -166,23 +189,25 @@ func newStream(provider, source string, u *url.URL, user string, pass config.Sec
 		source = clean.String()
 	}
 	s := &Stream{
-		provider:    provider,
-		source:      source,
-		url:         &clean,
-		username:    user,
-		password:    pass,
-		tls:         tc,
-		log:         log.With("stream", provider),
-		conv:        NewConverter(source),
-		tun:         defaultTuning(),
-		knownTypes:  types.TypeFunc(),
-		events:      m.StreamEvents.WithLabelValues(provider),
-		connected:   m.StreamConnected.WithLabelValues(provider),
-		lastEvent:   m.StreamLastEventTime.WithLabelValues(provider),
-		undecodable: m.StreamUndecodable.WithLabelValues(provider, "handed_on"),
-		missed:      m.StreamMissed.WithLabelValues(provider),
-		stat:        m.Stats.Register(provider, "stream", source),
-		notReady:    errors.New("not connected to vCenter yet"),
+		provider:     provider,
+		source:       source,
+		url:          &clean,
+		username:     user,
+		password:     pass,
+		tls:          tc,
+		log:          log.With("stream", provider),
+		conv:         NewConverter(source),
+		tun:          defaultTuning(),
+		knownTypes:   types.TypeFunc(),
+		events:       m.StreamEvents.WithLabelValues(provider),
+		connected:    m.StreamConnected.WithLabelValues(provider),
+		lastEvent:    m.StreamLastEventTime.WithLabelValues(provider),
+		handedOn:     m.StreamUndecodable.WithLabelValues(provider, "handed_on"),
+		deadLettered: m.StreamUndecodable.WithLabelValues(provider, "dead_letter"),
+		missed:       m.StreamMissed.WithLabelValues(provider),
+		late:         m.StreamLate.WithLabelValues(provider),
+		stat:         m.Stats.Register(provider, "stream", source),
+		notReady:     errors.New("not connected to vCenter yet"),
 	}
 	s.connected.Set(0)
 	return s
@@ -209,10 +234,26 @@ func (s *Stream) setReady(err error) {
 	}
 }
 
-// Close stops the embedded simulator of a vcsim stream; for a vCenter
-// stream it does nothing (Run logs out when it returns). Call it after Run
-// has returned.
+// Close ends what Run left behind: it tears down the last session (cancels
+// its wait, destroys its collectors, logs out, within s.tun.cleanup), waits
+// for the teardowns of earlier sessions, and stops the embedded simulator
+// of a vcsim stream. Run returns as soon as its ctx is done, so the daemon
+// can drain deliveries and write its last checkpoint first; this is the
+// slow part of a shutdown, bounded by a few seconds. Call it after Run has
+// returned.
 func (s *Stream) Close() error {
+	s.mu.Lock()
+	ending := s.ending
+	s.ending = nil
+	s.mu.Unlock()
+	for _, cn := range ending {
+		s.cleanups.Add(1)
+		go func() {
+			defer s.cleanups.Done()
+			cn.close(s.tun.cleanup)
+		}()
+	}
+	s.cleanups.Wait()
 	if s.sim != nil {
 		s.sim.close()
 	}
@@ -223,11 +264,10 @@ func (s *Stream) Close() error {
 // error only when the very first connection fails in a way no retry fixes:
 // vCenter refuses the credentials, or its certificate is not trusted.
 func (s *Stream) Run(ctx context.Context, h gateway.StreamHandler) error {
-	defer s.cleanups.Wait()
 	defer s.setReady(errors.New("the stream has stopped"))
 	if s.sim != nil {
-		stop := s.sim.startGenerator(ctx, s.log)
-		defer stop()
+		// The generator stops with ctx; Close waits for it.
+		s.sim.startGenerator(ctx, s.log)
 	}
 
 	var cur *cursor // nil until the first connection asks h where to start
@@ -248,7 +288,7 @@ func (s *Stream) Run(ctx context.Context, h gateway.StreamHandler) error {
 		// Jitter (half the step, at random) keeps many routers from
 		// reconnecting to a restarted vCenter in lockstep.
 		wait := delay/2 + rand.N(delay/2+1)
-		s.log.Warn("vCenter stream interrupted; reconnecting", "address", s.source, "error", err, "retry_in", wait.Round(time.Millisecond))
+		s.log.Warn("vCenter stream interrupted; reconnecting", "address", s.source, "err", err, "retry_in", wait.Round(time.Millisecond))
 		select {
 		case <-ctx.Done():
 			return nil
@@ -298,11 +338,13 @@ func (s *Stream) session(ctx context.Context, h gateway.StreamHandler, cur **cur
 		return false, err
 	}
 	defer func() {
-		// On shutdown the teardown runs now, within its short deadlines;
-		// on a reconnect it runs beside the next login, so a dead
+		// On shutdown the teardown waits for Close, so Run returns at
+		// once; on a reconnect it runs beside the next login, so a dead
 		// connection's timeouts do not delay the recovery.
 		if ctx.Err() != nil {
-			cn.close(s.tun.cleanup)
+			s.mu.Lock()
+			s.ending = append(s.ending, cn)
+			s.mu.Unlock()
 			return
 		}
 		s.cleanups.Add(1)
@@ -313,30 +355,25 @@ func (s *Stream) session(ctx context.Context, h gateway.StreamHandler, cur **cur
 	}()
 
 	about := cn.c.ServiceContent.About
-	if *cur == nil {
-		cctx, cancel := context.WithTimeout(ctx, s.tun.call)
-		now, err := cn.currentTime(cctx)
-		cancel()
+	switch {
+	case *cur == nil:
+		c, err := s.resume(ctx, h, cn)
 		if err != nil {
 			return false, err
 		}
-		pos, ok := h.Resume(about.InstanceUuid, s.source, now)
-		switch {
-		case ok && pos.Time.After(now.Add(time.Minute)):
-			// vCenter's clock decides what is new: a position in its
-			// future would hide every event until its clock got there.
-			*cur = startAt(now)
-			s.log.Warn("the resume position is later than vCenter's clock; following from now instead",
-				"after_time", pos.Time, "after_key", pos.Key, "vcenter_time", now)
-		case ok:
-			*cur = resumeAfter(pos)
-			s.log.Info("resuming vCenter history", "after_time", pos.Time, "after_key", pos.Key, "vcenter_time", now)
-		default:
-			*cur = startAt(now)
-			s.log.Info("following vCenter history from now", "vcenter_time", now)
+		*cur = c
+	case s.lastUUID != cn.uuid:
+		// Another vCenter (replaced, or restored under a new identity)
+		// answers at the same address: its history is not the one the
+		// cursor is in. The handler knows where to start in it (the
+		// checkpoint keeper answers with the old checkpoint's time).
+		s.log.Warn("vCenter instance changed at the same address; asking where to resume in its history",
+			"previous_instance_uuid", s.lastUUID, "instance_uuid", cn.uuid)
+		c, err := s.resume(ctx, h, cn)
+		if err != nil {
+			return false, err
 		}
-	} else if s.lastUUID != cn.uuid {
-		s.log.Info("vCenter instance changed at the same address", "previous_instance_uuid", s.lastUUID, "instance_uuid", cn.uuid)
+		*cur = c
 	}
 	s.lastUUID = cn.uuid
 
@@ -351,6 +388,39 @@ func (s *Stream) session(ctx context.Context, h gateway.StreamHandler, cur **cur
 			"version", about.Version, "build", about.Build, "user", s.username)
 	})
 	return followed, err
+}
+
+// resume asks h where to start in the history of cn's vCenter.
+func (s *Stream) resume(ctx context.Context, h gateway.StreamHandler, cn *session) (*cursor, error) {
+	c, err := s.resumeAt(ctx, h, cn)
+	if c != nil {
+		c.window = s.tun.late
+	}
+	return c, err
+}
+
+func (s *Stream) resumeAt(ctx context.Context, h gateway.StreamHandler, cn *session) (*cursor, error) {
+	cctx, cancel := context.WithTimeout(ctx, s.tun.call)
+	now, err := cn.currentTime(cctx)
+	cancel()
+	if err != nil {
+		return nil, err
+	}
+	pos, ok := h.Resume(cn.uuid, s.source, now)
+	switch {
+	case ok && pos.Time.After(now.Add(time.Minute)):
+		// vCenter's clock decides what is new: a position in its future
+		// would hide every event until its clock got there.
+		s.log.Warn("the resume position is later than vCenter's clock; following from now instead",
+			"after_time", pos.Time, "after_key", pos.Key, "vcenter_time", now)
+		return startAt(now), nil
+	case ok:
+		s.log.Info("resuming vCenter history", "after_time", pos.Time, "after_key", pos.Key, "vcenter_time", now)
+		return resumeAfter(pos), nil
+	default:
+		s.log.Info("following vCenter history from now", "vcenter_time", now)
+		return startAt(now), nil
+	}
 }
 
 // dialer returns the TLS dial function of a session: one with a connect
@@ -371,12 +441,10 @@ func (s *Stream) newSOAPClient() (*soap.Client, func()) {
 	t.TLSClientConfig = s.tls.Clone()
 	t.DialTLSContext = s.dialer()
 	sc.Types = typeFunc(s.knownTypes)
-	if !s.tun.direct {
-		return sc, sc.CloseIdleConnections
-	}
 	// A proxy from the environment keeps net/http's Transport, which
 	// knows how to use one.
-	if p, err := http.ProxyFromEnvironment(&http.Request{URL: s.url}); err != nil || p != nil {
+	if p, err := http.ProxyFromEnvironment(&http.Request{URL: s.url}); !s.tun.direct || err != nil || p != nil {
+		sc.Transport = &captureTransport{next: sc.Transport}
 		return sc, sc.CloseIdleConnections
 	}
 	addr := s.url.Host
@@ -392,7 +460,7 @@ func (s *Stream) newSOAPClient() (*soap.Client, func()) {
 		dial = (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 15 * time.Second}).DialContext
 	}
 	d := &directTransport{dial: dial, addr: addr}
-	sc.Transport = d // the http.Client inside soap.Client
+	sc.Transport = &captureTransport{next: d} // the http.Client inside soap.Client
 	return sc, func() {
 		d.CloseIdleConnections()
 		sc.CloseIdleConnections()

@@ -4,13 +4,15 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
+	"math"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
 
 	cloudevents "github.com/cloudevents/sdk-go/v2/event"
-	"github.com/prometheus/client_golang/prometheus/testutil"
+	ptestutil "github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/vmware/govmomi/event"
 	"github.com/vmware/govmomi/find"
 	"github.com/vmware/govmomi/object"
@@ -22,6 +24,7 @@ import (
 	"github.com/vmware-samples/vmware-event-router/gateway"
 	"github.com/vmware-samples/vmware-event-router/gateway/config"
 	"github.com/vmware-samples/vmware-event-router/gateway/metrics"
+	"github.com/vmware-samples/vmware-event-router/internal/testutil"
 	"github.com/vmware-samples/vmware-event-router/internal/vcsimtest"
 )
 
@@ -105,16 +108,16 @@ func TestPushDelivery(t *testing.T) {
 		}
 	}
 	checkOrdered(t, h.all())
-	if n := testutil.ToFloat64(m.StreamEvents.WithLabelValues("vmware_vcenter")); n != float64(len(h.all())) {
+	if n := ptestutil.ToFloat64(m.StreamEvents.WithLabelValues("vmware_vcenter")); n != float64(len(h.all())) {
 		t.Errorf("stream_events_total = %v, handed %d", n, len(h.all()))
 	}
-	if v := testutil.ToFloat64(m.StreamConnected.WithLabelValues("vmware_vcenter")); v != 1 {
+	if v := ptestutil.ToFloat64(m.StreamConnected.WithLabelValues("vmware_vcenter")); v != 1 {
 		t.Errorf("stream_connected = %v, want 1", v)
 	}
 	if err := r.stop(t); err != nil {
 		t.Fatalf("Run: %v", err)
 	}
-	if v := testutil.ToFloat64(m.StreamConnected.WithLabelValues("vmware_vcenter")); v != 0 {
+	if v := ptestutil.ToFloat64(m.StreamConnected.WithLabelValues("vmware_vcenter")); v != 0 {
 		t.Errorf("stream_connected after stop = %v, want 0", v)
 	}
 }
@@ -174,20 +177,12 @@ func TestListenerRestart(t *testing.T) {
 	checkOrdered(t, h.all())
 }
 
-// TestNotAuthenticated: vCenter ends the stream's session; it logs in again
-// and misses nothing.
-func TestNotAuthenticated(t *testing.T) {
-	sim := vcsimtest.Start(t)
-	s := newTestStream(t, sim, metrics.New())
-	h := &recorder{}
-	r := start(t, s, h)
-	waitReady(t, s)
-
-	c := sim.Login()
+// otherSessions returns the keys of the simulator's sessions other than c's.
+func otherSessions(t *testing.T, c *vim25.Client) []string {
+	t.Helper()
 	var sm mo.SessionManager
-	ctx := context.Background()
 	pc := c.ServiceContent.PropertyCollector
-	res, err := methods.RetrievePropertiesEx(ctx, c, &types.RetrievePropertiesEx{This: pc, SpecSet: []types.PropertyFilterSpec{{
+	res, err := methods.RetrievePropertiesEx(context.Background(), c, &types.RetrievePropertiesEx{This: pc, SpecSet: []types.PropertyFilterSpec{{
 		ObjectSet: []types.ObjectSpec{{Obj: *c.ServiceContent.SessionManager}},
 		PropSet:   []types.PropertySpec{{Type: "SessionManager", PathSet: []string{"sessionList", "currentSession"}}},
 	}}})
@@ -209,6 +204,47 @@ func TestNotAuthenticated(t *testing.T) {
 			others = append(others, us.Key)
 		}
 	}
+	return others
+}
+
+// TestShutdown: Run returns once its ctx is done without tearing its
+// session down (the daemon drains deliveries and writes its checkpoint
+// meanwhile); Close logs out.
+func TestShutdown(t *testing.T) {
+	sim := vcsimtest.Start(t)
+	s := newTestStream(t, sim, metrics.New())
+	r := start(t, s, &recorder{})
+	waitReady(t, s)
+	c := sim.Login()
+	if n := len(otherSessions(t, c)); n != 1 {
+		t.Fatalf("%d sessions besides the test's, want the stream's", n)
+	}
+	if err := r.stop(t); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if n := len(otherSessions(t, c)); n != 1 {
+		t.Fatalf("%d sessions after Run returned, want the stream's still there: Run tore it down on its way out", n)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(otherSessions(t, c)); n != 0 {
+		t.Fatalf("%d sessions after Close, want none", n)
+	}
+}
+
+// TestNotAuthenticated: vCenter ends the stream's session; it logs in again
+// and misses nothing.
+func TestNotAuthenticated(t *testing.T) {
+	sim := vcsimtest.Start(t)
+	s := newTestStream(t, sim, metrics.New())
+	h := &recorder{}
+	r := start(t, s, h)
+	waitReady(t, s)
+
+	c := sim.Login()
+	ctx := context.Background()
+	others := otherSessions(t, c)
 	if len(others) == 0 {
 		t.Fatal("the stream's session is not listed")
 	}
@@ -329,7 +365,7 @@ func TestPruned(t *testing.T) {
 	start(t, s, h)
 	postEx(t, c, "live", 1)
 	waitFor(t, "the live event", deliveryTimeout, func() bool { return len(h.withSubject("com.example.live")) == 1 })
-	missed := testutil.ToFloat64(m.StreamMissed.WithLabelValues("vmware_vcenter"))
+	missed := ptestutil.ToFloat64(m.StreamMissed.WithLabelValues("vmware_vcenter"))
 	kept := h.withSubject("com.example.kept")
 	if missed < 7 || len(kept) == 0 {
 		t.Fatalf("missed = %v, kept delivered %d", missed, len(kept))
@@ -413,7 +449,7 @@ func TestUndecodable(t *testing.T) {
 	if got := h.withSubject("FutureThing"); len(got) != 1 {
 		t.Errorf("FutureThing handed on %d times, want 1", len(got))
 	}
-	if n := testutil.ToFloat64(m.StreamUndecodable.WithLabelValues("vmware_vcenter", "handed_on")); n != 2 {
+	if n := ptestutil.ToFloat64(m.StreamUndecodable.WithLabelValues("vmware_vcenter", "handed_on")); n != 2 {
 		t.Errorf("undecodable = %v, want 2", n)
 	}
 	checkOrdered(t, h.all())
@@ -505,5 +541,118 @@ func TestSimulated(t *testing.T) {
 	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestStartingInstant: the checkpoint keeper's starting points ("no
+// checkpoint yet", "replay window exceeded": the key math.MinInt32 at an
+// instant) are not events: resuming from one hands on every event from
+// that instant and reports nothing missed (the key distance from
+// math.MinInt32 would be some 2^31).
+func TestStartingInstant(t *testing.T) {
+	sim := vcsimtest.Start(t)
+	c := sim.Client()
+	postEx(t, c, "before", 3)
+	evs, err := event.NewManager(c).QueryEvents(context.Background(), types.EventFilterSpec{EventTypeId: []string{"com.example.before"}})
+	if err != nil || len(evs) != 3 {
+		t.Fatalf("querying: %d events, %v", len(evs), err)
+	}
+	sortEvents(evs)
+	at := evs[2].GetEvent().CreatedTime // the last "before" event is at the instant
+	postEx(t, c, "after", 5)
+
+	m := metrics.New()
+	s := newTestStream(t, sim, m)
+	var logs testutil.SyncBuffer
+	s.log = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	h := &recorder{resume: gateway.Position{Time: at, Key: math.MinInt32}, resumeOK: true}
+	start(t, s, h)
+	waitFor(t, "the events after the instant", deliveryTimeout, func() bool { return len(h.withSubject("com.example.after")) == 5 })
+
+	if got := h.withSubject("com.example.before"); len(got) != 1 || exMessage(t, got[0]) != "before-2" {
+		t.Errorf("events of the starting instant: %d handed on, want before-2 only", len(got))
+	}
+	if n := ptestutil.ToFloat64(m.StreamMissed.WithLabelValues("vmware_vcenter")); n != 0 {
+		t.Errorf("missed = %v, want 0", n)
+	}
+	if strings.Contains(logs.String(), "missing_estimate") || strings.Contains(logs.String(), "starts anew") {
+		t.Errorf("a starting instant was reported as a gap:\n%s", logs.String())
+	}
+	checkOrdered(t, h.all())
+}
+
+// TestVCenterRestored: while the stream cannot reach it, vCenter is
+// restored (same instance UUID) or replaced (a new one) at the same address,
+// and the new history ends with the key of the last one handed on, so its
+// latest page (the stream's own login event) seems to join the cursor. The first update of the
+// session is not trusted: every new event of the new history is handed on.
+// A new instance UUID makes the stream ask the handler again where to start.
+func TestVCenterRestored(t *testing.T) {
+	tests := []struct{ name, uuid string }{
+		{"restored, same instance UUID", ""},
+		{"replaced, new instance UUID", "5c2a2f7e-0d7e-4e59-9a3e-3f2b8c1d0e11"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			simA := vcsimtest.Start(t)
+			p := newProxy(t, simA.Addr())
+			m := metrics.New()
+			s := newTestStream(t, simA, m, p.addr())
+			var lastA *gateway.Event
+			h := &recorder{}
+			h.resumeFn = func(uuid string, now time.Time) (gateway.Position, bool) {
+				if lastA == nil {
+					return gateway.Position{}, false
+				}
+				// As the checkpoint keeper answers an instance it has no
+				// checkpoint for: the old checkpoint's time, key MinInt32.
+				return gateway.Position{Time: lastA.Time, Key: math.MinInt32}, true
+			}
+			r := start(t, s, h)
+			waitReady(t, s)
+			postEx(t, simA.Client(), "a", 30)
+			waitFor(t, "the first vCenter's events", deliveryTimeout, func() bool { return len(h.withSubject("com.example.a")) == 30 })
+			p.cut()
+			waitFor(t, "the stream to notice the outage", deliveryTimeout, func() bool { return s.Ready() != nil })
+			h.mu.Lock()
+			lastA = h.events[len(h.events)-1]
+			h.mu.Unlock()
+
+			simB := vcsimtest.StartWith(t, vcsimtest.Options{InstanceUUID: tt.uuid})
+			// The stream's own login adds the event with the next key.
+			n := int(lastA.Key - simB.LatestKey())
+			if n <= 1 {
+				t.Fatalf("test setup: the new vCenter's keys (%d) are not below the old ones (%d)", simB.LatestKey(), lastA.Key)
+			}
+			postEx(t, simB.Client(), "b", n)
+			if k := simB.LatestKey(); k != lastA.Key {
+				t.Fatalf("test setup: the new history ends at key %d, want %d", k, lastA.Key)
+			}
+			p.retarget(simB.Addr())
+			waitFor(t, "the new vCenter's events", deliveryTimeout, func() bool { return len(h.withSubject("com.example.b")) == n })
+			r.alive(t)
+
+			for i, e := range h.withSubject("com.example.b") {
+				if msg := exMessage(t, e); msg != fmt.Sprintf("b-%d", i) {
+					t.Fatalf("event %d of the new vCenter is %q", i, msg)
+				}
+			}
+			h.mu.Lock()
+			resumes, uuid := h.resumes, h.uuid
+			h.mu.Unlock()
+			wantResumes := 1
+			if tt.uuid != "" {
+				wantResumes = 2
+				if uuid != tt.uuid {
+					t.Errorf("Resume asked for instance %q, want %q", uuid, tt.uuid)
+				}
+			}
+			if resumes != wantResumes {
+				t.Errorf("Resume called %d times, want %d", resumes, wantResumes)
+			}
+			if n := ptestutil.ToFloat64(m.StreamMissed.WithLabelValues("vmware_vcenter")); n != 0 {
+				t.Errorf("missed = %v, want 0", n)
+			}
+		})
 	}
 }

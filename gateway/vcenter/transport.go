@@ -150,21 +150,33 @@ func (b *directBody) Close() error {
 		return nil
 	}
 	b.done = true
-	if !b.eof {
+	if !b.eof && b.keep {
 		// The SOAP decoder stops at the envelope's end; what follows
 		// (a newline, the chunked body's trailer) is read so the
-		// connection can carry the next call.
-		if _, err := io.Copy(io.Discard, io.LimitReader(b.rc, 64<<10)); err == nil {
-			b.eof = true
-		}
+		// connection can carry the next call. Reaching the limit is not
+		// the end of the body: such a connection is closed, never reused
+		// with unread bytes.
+		n, err := io.Copy(io.Discard, io.LimitReader(b.rc, drainLimit+1))
+		b.eof = err == nil && n <= drainLimit
+	}
+	cancelled := !b.stop()
+	if !b.eof || !b.keep || cancelled {
+		// Closing the socket first keeps the body's Close from reading
+		// the rest of a long or stalled response.
+		_ = b.dc.c.Close()
+		_ = b.rc.Close()
+		return nil
 	}
 	err := b.rc.Close()
-	cancelled := !b.stop()
-	if b.eof && b.keep && !cancelled && err == nil {
-		_ = b.dc.c.SetDeadline(time.Time{})
-		b.t.put(b.dc)
-	} else {
+	if err != nil {
 		_ = b.dc.c.Close()
+		return err
 	}
-	return err
+	_ = b.dc.c.SetDeadline(time.Time{})
+	b.t.put(b.dc)
+	return nil
 }
+
+// drainLimit is how much of a response's unread rest Close reads to reuse
+// its connection.
+const drainLimit = 64 << 10

@@ -3,6 +3,7 @@ package vcenter
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -95,4 +96,69 @@ func TestDirectTransport(t *testing.T) {
 			t.Fatalf("error %v, want context.DeadlineExceeded", err)
 		}
 	})
+}
+
+// TestDirectTransportDrainLimit: a response closed with more unread than
+// the drain limit (here one that stalls after 100 KiB of a 1 MiB body)
+// closes its connection at once instead of reading on; the next call gets
+// a connection of its own.
+func TestDirectTransportDrainLimit(t *testing.T) {
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		if r.URL.Path != "/stall" {
+			_, _ = io.WriteString(w, "small")
+			return
+		}
+		w.Header().Set("Content-Length", fmt.Sprint(1<<20))
+		_, _ = w.Write(make([]byte, 100<<10))
+		w.(http.Flusher).Flush()
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	defer srv.Close()
+	defer close(release)
+
+	var dials atomic.Int32
+	d := &directTransport{addr: srv.Listener.Addr().String(), dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		dials.Add(1)
+		return (&net.Dialer{}).DialContext(ctx, network, addr)
+	}}
+	defer d.CloseIdleConnections()
+	client := &http.Client{Transport: d}
+
+	req, _ := http.NewRequest(http.MethodPost, srv.URL+"/stall", strings.NewReader("x"))
+	res, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(res.Body, make([]byte, 10)); err != nil {
+		t.Fatal(err)
+	}
+	closed := make(chan struct{})
+	go func() {
+		_ = res.Body.Close()
+		close(closed)
+	}()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close kept reading a response past the drain limit")
+	}
+
+	req, _ = http.NewRequest(http.MethodPost, srv.URL+"/", strings.NewReader("y"))
+	res, err = client.Do(req)
+	if err != nil {
+		t.Fatalf("the call after a cut-off response: %v", err)
+	}
+	b, err := io.ReadAll(res.Body)
+	_ = res.Body.Close()
+	if err != nil || string(b) != "small" {
+		t.Fatalf("got %q, %v", b, err)
+	}
+	if n := dials.Load(); n != 2 {
+		t.Errorf("%d dials, want 2: the cut-off connection must not be reused", n)
+	}
 }

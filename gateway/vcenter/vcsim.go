@@ -37,6 +37,7 @@ type simulation struct {
 	rate   float64
 
 	closeOnce sync.Once
+	genDone   chan struct{} // closed when the generator has stopped; nil without one
 }
 
 // NewSimulated returns the vcsim stream: govmomi's simulator (VPX model)
@@ -71,32 +72,36 @@ func NewSimulated(cfg config.VCSim, log *slog.Logger, m *metrics.Metrics) (*Stre
 	return s, nil
 }
 
-// close stops the simulator and removes its files.
+// close waits for the generator (stopped by Run's ctx), then stops the
+// simulator and removes its files.
 func (sim *simulation) close() {
 	sim.closeOnce.Do(func() {
+		if sim.genDone != nil {
+			<-sim.genDone
+		}
 		sim.server.CloseClientConnections()
 		sim.server.Close()
 		sim.model.Remove()
 	})
 }
 
-// startGenerator runs the event generator until ctx is done or stop is
-// called; stop waits for it.
-func (sim *simulation) startGenerator(ctx context.Context, log *slog.Logger) (stop func()) {
+// startGenerator runs the event generator until ctx is done; close waits
+// for it. It runs once per Run.
+func (sim *simulation) startGenerator(ctx context.Context, log *slog.Logger) {
 	if sim.rate <= 0 {
-		return func() {}
+		return
 	}
-	gctx, cancel := context.WithCancel(ctx)
+	prev := sim.genDone
 	done := make(chan struct{})
+	sim.genDone = done
 	go func() {
 		defer close(done)
+		if prev != nil {
+			<-prev // a generator of an earlier Run ends first
+		}
 		g := &generator{sim: sim, log: log.With("component", "vcsim-generator")}
-		g.run(gctx)
+		g.run(ctx)
 	}()
-	return func() {
-		cancel()
-		<-done
-	}
 }
 
 // generator creates vSphere events through the simulator's API.
@@ -129,7 +134,7 @@ func (g *generator) run(ctx context.Context) {
 		c, err := g.login(ctx)
 		if err != nil {
 			if ctx.Err() == nil {
-				g.log.Warn("generator cannot log in to the simulator", "error", err)
+				g.log.Warn("generator cannot log in to the simulator", "err", err)
 			}
 			if !g.pause(ctx, time.Second) {
 				return
@@ -186,24 +191,24 @@ func (g *generator) cycles(ctx context.Context, c *vim25.Client, n int) int {
 	finder := find.NewFinder(c)
 	dc, err := finder.DefaultDatacenter(ctx)
 	if err != nil {
-		g.log.Warn("generator cannot find the simulator's datacenter", "error", err)
+		g.log.Warn("generator cannot find the simulator's datacenter", "err", err)
 		return n
 	}
 	finder.SetDatacenter(dc)
 	folders, err := dc.Folders(ctx)
 	if err != nil {
-		g.log.Warn("generator cannot find the simulator's folders", "error", err)
+		g.log.Warn("generator cannot find the simulator's folders", "err", err)
 		return n
 	}
 	pools, err := finder.ResourcePoolList(ctx, "*")
 	if err != nil || len(pools) == 0 {
-		g.log.Warn("generator cannot find a resource pool", "error", err)
+		g.log.Warn("generator cannot find a resource pool", "err", err)
 		return n
 	}
 	pool := pools[0]
 	ds, err := finder.DefaultDatastore(ctx)
 	if err != nil {
-		g.log.Warn("generator cannot find a datastore", "error", err)
+		g.log.Warn("generator cannot find a datastore", "err", err)
 		return n
 	}
 	for ; ctx.Err() == nil; n++ {
@@ -237,7 +242,7 @@ func (g *generator) cycles(ctx context.Context, c *vim25.Client, n int) int {
 			}
 			if err != nil {
 				if ctx.Err() == nil {
-					g.log.Warn("generator step failed", "step", st.what, "vm", name, "error", err)
+					g.log.Warn("generator step failed", "step", st.what, "vm", name, "err", err)
 				}
 				return n + 1
 			}

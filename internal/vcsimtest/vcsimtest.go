@@ -65,6 +65,10 @@ type Options struct {
 	// govmomi's simulator does by default) instead of User and Password,
 	// for a config file's own example credentials.
 	AnyLogin bool
+	// InstanceUUID replaces the simulator's About.InstanceUuid (by default
+	// derived from the machine, so every simulator of a test run has the
+	// same), for a vCenter replaced at the same address.
+	InstanceUUID string
 }
 
 // Start starts a simulator on a free loopback port. It stops at the end of
@@ -84,7 +88,7 @@ func StartWith(t testing.TB, o Options) *Sim {
 	if o.Addr == "" {
 		o.Addr = "127.0.0.1:0"
 	}
-	model, server, err := Listen(o.Addr, login)
+	model, server, err := listen(o.Addr, login, o.InstanceUUID)
 	if err != nil {
 		t.Fatalf("vcsimtest: %v", err)
 	}
@@ -112,7 +116,14 @@ func StartWith(t testing.TB, o Options) *Sim {
 // without a testing.TB, for a test binary's helper process; the caller
 // closes the server and removes the model.
 func Listen(addr string, login *url.Userinfo) (*simulator.Model, *simulator.Server, error) {
+	return listen(addr, login, "")
+}
+
+func listen(addr string, login *url.Userinfo, uuid string) (*simulator.Model, *simulator.Server, error) {
 	model := simulator.VPX()
+	if uuid != "" {
+		model.ServiceContent.About.InstanceUuid = uuid
+	}
 	if err := model.Create(); err != nil {
 		return nil, nil, fmt.Errorf("creating the simulator: %w", err)
 	}
@@ -237,17 +248,19 @@ func (s *Sim) Login() *vim25.Client {
 }
 
 // LatestKey is the key of the newest event in the simulator's history:
-// events posted afterwards have greater keys.
+// events posted afterwards have greater keys. (The simulator does not
+// serve EventManager.latestEvent; a query's page holds the newest events.)
 func (s *Sim) LatestKey() int32 {
 	s.t.Helper()
-	var em mo.EventManager
-	if err := property.DefaultCollector(s.api).RetrieveOne(context.Background(), *s.api.ServiceContent.EventManager, []string{"latestEvent"}, &em); err != nil {
+	evs, err := s.em.QueryEvents(context.Background(), types.EventFilterSpec{})
+	if err != nil {
 		s.t.Fatalf("vcsimtest: latest event: %v", err)
 	}
-	if em.LatestEvent == nil {
-		return 0
+	var key int32
+	for _, e := range evs {
+		key = max(key, e.GetEvent().Key)
 	}
-	return em.LatestEvent.GetEvent().Key
+	return key
 }
 
 // VM is a virtual machine created through the simulator's API, with where
