@@ -105,7 +105,14 @@ func (l *ledger) advance() bool {
 	if n == 0 {
 		return false
 	}
-	l.mark, l.hasMark = l.entries[n-1].pos, true
+	// The watermark never moves back: a late event (handed on after newer
+	// ones, its CreatedTime before theirs) finishing last must not pull the
+	// checkpoint back and have everything since delivered again.
+	for _, e := range l.entries[:n] {
+		if !l.hasMark || l.mark.Before(e.pos) {
+			l.mark, l.hasMark = e.pos, true
+		}
+	}
 	l.head += uint64(n)
 	if n == len(l.entries) {
 		// Empty: keep the backing array for the next entries.

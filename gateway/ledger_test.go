@@ -81,3 +81,22 @@ func TestLedgerOldest(t *testing.T) {
 		t.Fatalf("oldest after the first finished: %+v %v", o, ok)
 	}
 }
+
+// TestLedgerWatermarkNeverMovesBack: a late event (older position, handed on
+// after newer ones) finishing last leaves the watermark where it was.
+func TestLedgerWatermarkNeverMovesBack(t *testing.T) {
+	l := newLedger(10, nil)
+	ctx := context.Background()
+	at := func(sec int64) Position { return Position{Time: time.Unix(sec, 0), Key: int32(sec)} }
+	if _, err := l.add(ctx, at(10), 0); err != nil {
+		t.Fatal(err)
+	}
+	late, err := l.add(ctx, at(5), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.done(late)
+	if wm, ok := l.watermark(); !ok || wm != at(10) {
+		t.Fatalf("watermark %v (ok %v) after a late event finished, want %v", wm, ok, at(10))
+	}
+}

@@ -59,6 +59,11 @@ func (r *Router) Undecodable(ctx context.Context, u Undecodable) error {
 		Reason: "undecodable", Error: msg, Attempts: 1}); err != nil {
 		return err
 	}
+	if u.Position.Time.IsZero() {
+		// Its key and time were unreadable: there is no position to
+		// acknowledge, and a zero one would pull the watermark to 1970.
+		return nil
+	}
 	return r.disp.DoneAt(ctx, u.Position)
 }
 

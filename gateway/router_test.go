@@ -76,3 +76,25 @@ func TestRouterDropWaitsForLedger(t *testing.T) {
 	eventually(t, "the watermark past the drops", func() bool { wm, ok := d.Watermark(); return ok && wm.Key == 3 })
 	closeDispatcher(t, d)
 }
+
+// TestRouterUndecodableWithoutPosition: a letter whose key and time were
+// unreadable is kept, but acknowledges no position (a zero one would pull
+// the watermark, and the checkpoint, back to 1970).
+func TestRouterUndecodableWithoutPosition(t *testing.T) {
+	sink := &memSink{}
+	d := newTestDispatcher(newFake("f"), sink, nil)
+	r := NewRouter(chainFunc(func(_ context.Context, e *Event) (*Event, error) { return e, nil }), d, discard(), nil)
+	if err := r.Undecodable(context.Background(), Undecodable{Raw: "<bad/>", Err: errors.New("xml: syntax error")}); err != nil {
+		t.Fatal(err)
+	}
+	if n := sink.len(); n != 1 {
+		t.Errorf("%d dead letters kept, want 1", n)
+	}
+	if wm, ok := d.Watermark(); ok {
+		t.Errorf("watermark %+v set by a letter without a position", wm)
+	}
+	if n, _ := d.Pending(); n != 0 {
+		t.Errorf("%d events pending after a letter without a position", n)
+	}
+	closeDispatcher(t, d)
+}
