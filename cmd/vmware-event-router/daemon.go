@@ -143,7 +143,12 @@ func newDaemon(ctx context.Context, cfg *config.Config, out io.Writer, log *slog
 		return nil, err
 	}
 	d.pipeline = *p
-	d.closers = append([]func(){func() { _ = server.Shutdown(context.Background()) }}, d.closers...)
+	d.closers = append([]func(){func() {
+		// A scrape in progress gets closeTimeout; the exit does not wait on it.
+		ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
+		defer cancel()
+		_ = server.Shutdown(ctx)
+	}}, d.closers...)
 	defer func() {
 		if err != nil {
 			d.closeAll()
