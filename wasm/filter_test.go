@@ -145,6 +145,11 @@ func TestRuntimeFailures(t *testing.T) {
 				}
 				contains(t, r.Err.Error(), tc.kind+": ")
 				contains(t, r.Err.Error(), tc.msg)
+				// The error goes into logs and dead letters: a recursion's
+				// thousands of frames are cut to the top few.
+				if n := strings.Count(r.Err.Error(), "\n"); n > maxTraceFrames+3 {
+					t.Fatalf("error has %d lines, want at most %d:\n%.2000s", n+1, maxTraceFrames+4, r.Err)
+				}
 				if tc.kind == KindTimeout && time.Since(start) > 5*time.Second { // generous: no timing assert, only "bounded"
 					t.Fatalf("a 50ms timeout took %s", time.Since(start))
 				}

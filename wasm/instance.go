@@ -280,6 +280,7 @@ func (in *instance) invoke(fn api.Function, timeout time.Duration) (kind string,
 		// flag may be set, so the instance goes either way.
 		return KindTimeout, fmt.Errorf("did not return within %s", timeout)
 	}
+	err = shortTrace(err)
 	var exit *sys.ExitError
 	switch {
 	case in.stackExhausted != nil && in.stackExhausted.Get() == 1, isStackOverflow(err):
@@ -294,6 +295,38 @@ func (in *instance) invoke(fn api.Function, timeout time.Duration) (kind string,
 		return KindExit, fmt.Errorf("module called proc_exit(%d)", exit.ExitCode())
 	}
 	return KindTrap, err
+}
+
+// maxTraceFrames is how many frames of wazero's "wasm stack trace" an error
+// keeps: a recursion that exhausts its stack has thousands, and the error
+// goes into logs and dead letters.
+const maxTraceFrames = 8
+
+// traceError is a trap whose message keeps only the top of its stack trace.
+type traceError struct {
+	msg string
+	err error
+}
+
+func (e *traceError) Error() string { return e.msg }
+func (e *traceError) Unwrap() error { return e.err }
+
+// shortTrace returns err with its wasm stack trace cut to maxTraceFrames
+// frames, saying how many were left out.
+func shortTrace(err error) error {
+	msg := err.Error()
+	const marker = "\nwasm stack trace:\n"
+	i := strings.Index(msg, marker)
+	if i < 0 {
+		return err
+	}
+	frames := strings.Split(msg[i+len(marker):], "\n")
+	if len(frames) <= maxTraceFrames {
+		return err
+	}
+	short := msg[:i+len(marker)] + strings.Join(frames[:maxTraceFrames], "\n") +
+		fmt.Sprintf("\n\t... %d more frames", len(frames)-maxTraceFrames)
+	return &traceError{msg: short, err: err}
 }
 
 // isStackOverflow reports wazero's own stack overflow trap (its stack
