@@ -175,7 +175,8 @@ func NewDispatcher(o DispatcherOptions) *Dispatcher {
 		o.IdleTimeout = DefaultIdleTimeout
 	}
 	d := &Dispatcher{o: o, sem: make(chan struct{}, o.Concurrency), dests: map[string]*destination{}}
-	d.ledger = newLedger(o.MaxPending, o.Metrics.WatermarkPending.WithLabelValues(o.Stream))
+	d.ledger = newLedger(o.MaxPending, o.Metrics.WatermarkPending.WithLabelValues(o.Stream),
+		o.Metrics.WatermarkLag.WithLabelValues(o.Stream))
 	d.batch = BatchLimits{MaxEvents: 1}
 	if b, ok := o.Processor.(Batcher); ok {
 		d.batch = b.BatchLimits()

@@ -336,7 +336,7 @@ func TestDispatcherBatches(t *testing.T) {
 }
 
 func TestLedgerWatermark(t *testing.T) {
-	l := newLedger(100, nil)
+	l := newLedger(100, nil, nil)
 	ctx := context.Background()
 	pos := func(k int32) Position { return Position{Time: time.Unix(100, 0), Key: k} }
 	a, _ := l.add(ctx, pos(1), 2)

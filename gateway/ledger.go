@@ -24,6 +24,7 @@ import (
 type ledger struct {
 	max   int              // entries held before add waits
 	gauge prometheus.Gauge // entries held (eventrouter_watermark_pending_events)
+	lag   prometheus.Gauge // newest minus watermark (eventrouter_watermark_lag_seconds)
 
 	mu      sync.Mutex
 	next    uint64 // sequence number of the next entry
@@ -41,9 +42,9 @@ type ledgerEntry struct {
 	remaining int // destinations still to finish; 0 is done
 }
 
-// newLedger returns a ledger of at most max entries; gauge may be nil.
-func newLedger(max int, gauge prometheus.Gauge) *ledger {
-	return &ledger{max: max, gauge: gauge}
+// newLedger returns a ledger of at most max entries; the gauges may be nil.
+func newLedger(max int, gauge, lag prometheus.Gauge) *ledger {
+	return &ledger{max: max, gauge: gauge, lag: lag}
 }
 
 // add registers an event that must finish remaining times (once per
@@ -133,6 +134,11 @@ func (l *ledger) advance() bool {
 }
 
 func (l *ledger) setGauge() {
+	// The lag is kept here, where both ends change, rather than sampled
+	// by the checkpoint writer: it then works without a state directory.
+	if l.lag != nil && l.hasMark {
+		l.lag.Set(max(l.newest.Time.Sub(l.mark.Time).Seconds(), 0))
+	}
 	if l.gauge != nil {
 		l.gauge.Set(float64(len(l.entries)))
 	}

@@ -14,7 +14,7 @@ import (
 // entry finishes, or until ctx ends; the gauge follows what it holds.
 func TestLedgerCap(t *testing.T) {
 	g := prometheus.NewGauge(prometheus.GaugeOpts{Name: "pending"})
-	l := newLedger(3, g)
+	l := newLedger(3, g, nil)
 	ctx := context.Background()
 	pos := func(k int32) Position { return Position{Time: time.Unix(100, 0), Key: k} }
 	held, err := l.add(ctx, pos(1), 1)
@@ -57,7 +57,7 @@ func TestLedgerCap(t *testing.T) {
 // TestLedgerOldest: the oldest unfinished entry, and since when it is the
 // oldest, which is what /readyz judges a held stream by.
 func TestLedgerOldest(t *testing.T) {
-	l := newLedger(10, nil)
+	l := newLedger(10, nil, nil)
 	ctx := context.Background()
 	pos := func(k int32) Position { return Position{Time: time.Unix(100, 0), Key: k} }
 	if _, ok := l.oldest(); ok {
@@ -85,7 +85,7 @@ func TestLedgerOldest(t *testing.T) {
 // TestLedgerWatermarkNeverMovesBack: a late event (older position, handed on
 // after newer ones) finishing last leaves the watermark where it was.
 func TestLedgerWatermarkNeverMovesBack(t *testing.T) {
-	l := newLedger(10, nil)
+	l := newLedger(10, nil, nil)
 	ctx := context.Background()
 	at := func(sec int64) Position { return Position{Time: time.Unix(sec, 0), Key: int32(sec)} }
 	if _, err := l.add(ctx, at(10), 0); err != nil {
@@ -98,5 +98,30 @@ func TestLedgerWatermarkNeverMovesBack(t *testing.T) {
 	l.done(late)
 	if wm, ok := l.watermark(); !ok || wm != at(10) {
 		t.Fatalf("watermark %v (ok %v) after a late event finished, want %v", wm, ok, at(10))
+	}
+}
+
+// TestLedgerLag: the lag gauge is the newest position registered minus the
+// watermark, kept as both move.
+func TestLedgerLag(t *testing.T) {
+	lag := prometheus.NewGauge(prometheus.GaugeOpts{Name: "lag"})
+	l := newLedger(10, nil, lag)
+	ctx := context.Background()
+	at := func(sec int64) Position { return Position{Time: time.Unix(sec, 0), Key: int32(sec)} }
+	held, err := l.add(ctx, at(100), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.add(ctx, at(90), 0); err != nil { // nothing finished yet: no watermark
+		t.Fatal(err)
+	}
+	l.done(held)
+	for _, sec := range []int64{104, 110} {
+		if _, err := l.add(ctx, at(sec), 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if v := promtest.ToFloat64(lag); v != 10 {
+		t.Fatalf("lag %v with the watermark at 100 and the newest at 110, want 10", v)
 	}
 }

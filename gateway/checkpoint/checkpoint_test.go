@@ -166,9 +166,6 @@ func TestKeeper(t *testing.T) {
 	if got := testutil.ToFloat64(m.CheckpointWrites.WithLabelValues("ok")); got != 2 {
 		t.Fatalf("checkpoint writes %v, want 2", got)
 	}
-	if lag := testutil.ToFloat64(m.WatermarkLag.WithLabelValues("vmware_vcenter")); lag != 6 {
-		t.Errorf("watermark lag %v, want 6", lag)
-	}
 
 	k2 := NewKeeper(s, &fakeWM{}, 24*time.Hour, "vmware_vcenter", quiet(), m)
 	p, ok := k2.Resume(uuid, source, now)

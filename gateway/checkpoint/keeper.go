@@ -31,7 +31,6 @@ type Keeper struct {
 	stream       string // metric label
 	log          *slog.Logger
 	writes       [2]prometheus.Counter // ok, failed
-	lag          prometheus.Gauge
 	exceeded     prometheus.Counter
 	failed       chan error // Failed
 
@@ -55,7 +54,6 @@ func NewKeeper(store *Store, wm Watermarker, replayWindow time.Duration, stream 
 	return &Keeper{
 		store: store, wm: wm, replayWindow: replayWindow, stream: stream, log: log,
 		writes:   [2]prometheus.Counter{m.CheckpointWrites.WithLabelValues("ok"), m.CheckpointWrites.WithLabelValues("failed")},
-		lag:      m.WatermarkLag.WithLabelValues(stream),
 		exceeded: m.ReplayWindowExceeded.WithLabelValues(stream),
 		failed:   make(chan error, 1),
 		stop:     make(chan struct{}),
@@ -215,9 +213,6 @@ func (k *Keeper) Flush() {
 	k.saveMu.Lock()
 	defer k.saveMu.Unlock()
 	wm, ok := k.wm.Watermark()
-	if _, newest := k.wm.Pending(); ok && !newest.Time.IsZero() {
-		k.lag.Set(max(newest.Time.Sub(wm.Time).Seconds(), 0))
-	}
 	k.mu.Lock()
 	written := k.written
 	k.mu.Unlock()
