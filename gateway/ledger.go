@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"math"
 	"sync"
 	"time"
 
@@ -30,9 +31,10 @@ type ledger struct {
 	next    uint64 // sequence number of the next entry
 	head    uint64 // sequence number of entries[0]
 	entries []ledgerEntry
-	since   time.Time     // when entries[0] became the oldest entry
-	space   chan struct{} // closed when a full ledger frees room; nil while nobody waits
-	mark    Position      // the watermark
+	since   time.Time           // when entries[0] became the oldest entry
+	space   chan struct{}       // closed when a full ledger frees room; nil while nobody waits
+	mark    Position            // the watermark, before late events
+	late    map[uint64]Position // unfinished late events by sequence number
 	hasMark bool
 	newest  Position // the newest event registered
 }
@@ -69,7 +71,19 @@ func (l *ledger) add(ctx context.Context, pos Position, remaining int) (uint64, 
 	}
 	seq := l.next
 	l.next++
-	l.newest = pos
+	if pos.Before(l.newest) {
+		// A late event (created before events already read): until it
+		// finishes, the watermark may be past it, so watermark reports
+		// a position just before it.
+		if remaining > 0 {
+			if l.late == nil {
+				l.late = map[uint64]Position{}
+			}
+			l.late[seq] = pos
+		}
+	} else {
+		l.newest = pos
+	}
 	if len(l.entries) == 0 && remaining > 0 {
 		l.since = time.Now()
 	}
@@ -88,6 +102,9 @@ func (l *ledger) done(seq uint64) {
 		return // a bug elsewhere must not corrupt the watermark
 	}
 	l.entries[i].remaining--
+	if l.entries[i].remaining == 0 && len(l.late) > 0 {
+		delete(l.late, seq)
+	}
 	if i == 0 {
 		if l.advance() {
 			l.since = time.Now()
@@ -148,7 +165,27 @@ func (l *ledger) setGauge() {
 func (l *ledger) watermark() (Position, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.mark, l.hasMark
+	mark, ok := l.mark, l.hasMark
+	if !ok {
+		return mark, ok
+	}
+	// Every event after the finished prefix came in stream order, at or
+	// after the mark, except late ones: the position safe to resume after
+	// is the mark or just before the oldest unfinished late event.
+	for _, pos := range l.late {
+		if !pos.Before(mark) {
+			continue
+		}
+		// Just before the late event, so that a restart reads it again.
+		before := Position{Time: pos.Time, Key: pos.Key - 1}
+		if pos.Key == math.MinInt32 {
+			before = Position{Time: pos.Time.Add(-time.Nanosecond), Key: math.MaxInt32}
+		}
+		if before.Before(mark) {
+			mark = before
+		}
+	}
+	return mark, ok
 }
 
 // pending returns how many registered events are not finished, and the

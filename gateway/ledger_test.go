@@ -125,3 +125,30 @@ func TestLedgerLag(t *testing.T) {
 		t.Fatalf("lag %v with the watermark at 100 and the newest at 110, want 10", v)
 	}
 }
+
+// TestLedgerLateEventInFlight: while a late event (created before events
+// already finished) is in flight, the watermark is just before it, so a
+// crash then reads it again; once it finishes the watermark is back where
+// it was.
+func TestLedgerLateEventInFlight(t *testing.T) {
+	l := newLedger(10, nil, nil)
+	ctx := context.Background()
+	at := func(sec int64, key int32) Position { return Position{Time: time.Unix(sec, 0), Key: key} }
+	if _, err := l.add(ctx, at(10, 10), 0); err != nil {
+		t.Fatal(err)
+	}
+	late, err := l.add(ctx, at(5, 5), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if wm, _ := l.watermark(); wm != at(5, 4) {
+		t.Fatalf("watermark %v with a late event in flight, want just before it (%v)", wm, at(5, 4))
+	}
+	if _, newest := l.pending(); newest != at(10, 10) {
+		t.Fatalf("newest %v after a late event, want it unchanged at %v", newest, at(10, 10))
+	}
+	l.done(late)
+	if wm, _ := l.watermark(); wm != at(10, 10) {
+		t.Fatalf("watermark %v after the late event finished, want %v", wm, at(10, 10))
+	}
+}
