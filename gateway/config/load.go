@@ -357,7 +357,8 @@ type entryCtx struct {
 	method   string
 	secret   map[string]string
 	options  map[string]string
-	used     map[string]bool // options read by the schema
+	used     map[string]bool   // options read by the schema
+	defaults map[string]string // when set, every option read with its default: see kindOptions
 }
 
 func (e *entryCtx) problem(field, format string, args ...any) {
@@ -491,6 +492,25 @@ func readEntry(e *entryCtx, check func(*entryCtx)) {
 			e.v.cfg.Pattern = p
 		}
 	}
+}
+
+// kindOptions returns, per entry kind, every option it takes with its
+// default ("" for none), read from the loader itself: an empty entry of
+// each kind is validated and the options it asks for are recorded. So the
+// documentation's tables are checked against the code that applies the
+// defaults, not against a second list.
+func kindOptions() map[[2]string]map[string]string {
+	out := map[[2]string]map[string]string{}
+	for k, check := range kinds {
+		e := &entryCtx{
+			v:   &validator{offline: true, cfg: &Config{}},
+			typ: k[0], provider: k[1], name: k[1], raw: map[string]any{},
+			options: map[string]string{}, used: map[string]bool{}, defaults: map[string]string{},
+		}
+		readEntry(e, check)
+		out[k] = e.defaults
+	}
+	return out
 }
 
 // namePattern is an entry name: a DNS label's characters plus "_", so a
@@ -705,6 +725,9 @@ func contains(list []string, s string) bool {
 // option returns the option's value or its default, and marks it known.
 func (e *entryCtx) option(key, def string) string {
 	e.used[key] = true
+	if e.defaults != nil {
+		e.defaults[key] = def
+	}
 	if s, ok := e.options[key]; ok {
 		return s
 	}
