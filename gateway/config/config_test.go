@@ -391,3 +391,32 @@ func TestEventBridgeStaticChecks(t *testing.T) {
 		})
 	}
 }
+
+// TestYAMLPattern: in YAML the pattern is a string too, most readably a
+// block scalar.
+func TestYAMLPattern(t *testing.T) {
+	data := []byte(`
+- type: stream
+  provider: vcsim
+- type: processor
+  provider: stdout
+  name: prod-vms
+  options:
+    pattern: |
+      {"data": {"Vm": {"Name": [{"prefix": "prod-"}]}}}
+- type: metrics
+  provider: internal
+  address: 0.0.0.0:8080
+`)
+	cfg, err := Parse("c.yaml", data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.ProcessorName() != "prod-vms" || cfg.Pattern == nil || !cfg.Pattern.Match([]byte(`{"data":{"Vm":{"Name":"prod-1"}}}`)) {
+		t.Errorf("processor %q, pattern %v", cfg.ProcessorName(), cfg.Pattern)
+	}
+	data = []byte(strings.Replace(string(data), "pattern: |\n      {", "pattern:\n      {", 1))
+	if _, err := Parse("c.yaml", data); err == nil || !strings.Contains(err.Error(), "entry [1] (processor/stdout): options.pattern: must be a string, got an object (the pattern is JSON in a string") {
+		t.Errorf("a pattern written as a YAML mapping: %v", err)
+	}
+}

@@ -628,8 +628,10 @@ func (e *entryCtx) readOptions() {
 			} else if jsonKind(val) == "a number" {
 				// YAML's whole numbers
 				hint = fmt.Sprintf(` (write "%v" with quotes: option values are strings)`, val)
+			} else if _, isObj := val.(map[string]any); isObj && k == "pattern" {
+				hint = ` (the pattern is JSON in a string; in YAML, a block scalar: "pattern: |" and the JSON on the lines below)`
 			}
-			e.problem("options."+k, "must be a string, got %s%s", jsonKind(val), hint)
+			e.problem("options."+k, "must be a string, got %s%s", jsonKindNoValue(val), hint)
 			e.used[k] = true
 			continue
 		}
