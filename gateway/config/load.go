@@ -17,9 +17,9 @@ import (
 	"time"
 
 	"github.com/spf13/viper"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/vmware-samples/vmware-event-router/gateway/pattern"
-	"go.yaml.in/yaml/v3"
 )
 
 // Problem is one thing wrong with a configuration file.
