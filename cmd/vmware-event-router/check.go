@@ -30,6 +30,10 @@ func checkCommand(args []string, stdout, stderr io.Writer) int {
 		fs.Usage()
 		return 2
 	}
+	if err := fromEnvironment(fs, configPath, nil); err != nil {
+		_, _ = fmt.Fprintf(stderr, "vmware-event-router check: %v\n", err)
+		return 2
+	}
 	data, err := os.ReadFile(*configPath)
 	if err != nil {
 		_, _ = fmt.Fprintf(stderr, "vmware-event-router check: %v\n", err)
@@ -48,7 +52,13 @@ func checkCommand(args []string, stdout, stderr io.Writer) int {
 	if cfg.State != nil {
 		state = "state directory " + cfg.State.Dir
 	}
-	_, _ = fmt.Fprintf(stdout, "%s: ok: stream %s, processor %s, %d filter entries, metrics on %s, %s\n",
-		*configPath, cfg.StreamProvider(), cfg.ProcessorProvider(), len(cfg.Filters), cfg.Metrics.Address, state)
+	// Names default to the provider names, so the spec's configs print as
+	// they always did.
+	routing := ""
+	if cfg.Pattern != nil {
+		routing = " (with a pattern)"
+	}
+	_, _ = fmt.Fprintf(stdout, "%s: ok: stream %s, processor %s%s, %d filter entries, metrics on %s, %s\n",
+		*configPath, cfg.StreamName(), cfg.ProcessorName(), routing, len(cfg.Filters), cfg.Metrics.Address, state)
 	return 0
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/vmware-samples/vmware-event-router/gateway/eventbridge"
 	"github.com/vmware-samples/vmware-event-router/gateway/metrics"
 	"github.com/vmware-samples/vmware-event-router/gateway/openfaas"
+	"github.com/vmware-samples/vmware-event-router/gateway/pattern"
 	"github.com/vmware-samples/vmware-event-router/gateway/stdout"
 	"github.com/vmware-samples/vmware-event-router/gateway/vcenter"
 	"github.com/vmware-samples/vmware-event-router/wasm"
@@ -89,6 +90,7 @@ func newPipeline(ctx context.Context, cfg *config.Config, m *metrics.Metrics, ou
 		p.processor = stdout.New(out)
 		disp.StatsName = "stdout"
 	}
+	p.processor = pattern.Decorate(p.processor, cfg.Pattern) // the routing filter and the dispatcher both ask it
 	p.closers = append(p.closers, func() { _ = p.processor.Close() })
 	disp.Processor = p.processor
 	if cfg.State != nil {

@@ -23,6 +23,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/spf13/viper"
+
 	"github.com/vmware-samples/vmware-event-router/gateway/config"
 )
 
@@ -93,8 +95,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	fs := flag.NewFlagSet("vmware-event-router", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	configPath := fs.String("config", config.DefaultPath, "path to configuration file for metrics, stream source and processor")
-	verbose := fs.Bool("verbose", false, "print event handling information")
+	configPath := fs.String("config", config.DefaultPath, "path to configuration file for metrics, stream source and processor (environment: "+envPrefix+"_CONFIG); a .yaml or .yml file holds YAML")
+	verbose := fs.Bool("verbose", false, "print event handling information (environment: "+envPrefix+"_VERBOSE)")
 	fs.Usage = func() {
 		v, c := versionInfo()
 		_, _ = fmt.Fprintf(stderr, "%s\n\nUsage of %s:\n\n", banner, "vmware-event-router")
@@ -113,6 +115,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	if fs.NArg() > 0 {
 		_, _ = fmt.Fprintf(stderr, "vmware-event-router: unexpected argument %q (see -h)\n", fs.Arg(0))
+		return 2
+	}
+	if err := fromEnvironment(fs, configPath, verbose); err != nil {
+		_, _ = fmt.Fprintf(stderr, "vmware-event-router: %v\n", err)
 		return 2
 	}
 	log := newLogger(stderr, *verbose)
@@ -134,6 +140,53 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	return 0
 }
+
+// envPrefix names the environment variables bound to the flags:
+// VMWARE_EVENT_ROUTER_CONFIG, VMWARE_EVENT_ROUTER_VERBOSE.
+const envPrefix = "VMWARE_EVENT_ROUTER"
+
+// fromEnvironment sets the -config and -verbose values through viper: a
+// flag given on the command line wins, then its environment variable
+// (for a container, where the command line is the image's), then the
+// flag's default. verbose may be nil for verbs without it.
+func fromEnvironment(fs *flag.FlagSet, configPath *string, verbose *bool) error {
+	v := viper.New()
+	v.SetEnvPrefix(envPrefix)
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	for _, name := range []string{"config", "verbose"} {
+		f := fs.Lookup(name)
+		if f == nil {
+			continue
+		}
+		if err := v.BindEnv(name); err != nil {
+			return err
+		}
+		if err := v.BindFlagValue(name, stdFlag{f, given[name]}); err != nil {
+			return err
+		}
+	}
+	*configPath = v.GetString("config")
+	if verbose != nil {
+		b, err := strconv.ParseBool(v.GetString("verbose"))
+		if err != nil {
+			return fmt.Errorf("%s_VERBOSE: must be \"true\" or \"false\", got %q", envPrefix, v.GetString("verbose"))
+		}
+		*verbose = b
+	}
+	return nil
+}
+
+// stdFlag is a flag package flag as viper sees flags.
+type stdFlag struct {
+	f     *flag.Flag
+	given bool // on the command line
+}
+
+func (s stdFlag) HasChanged() bool    { return s.given }
+func (s stdFlag) Name() string        { return s.f.Name }
+func (s stdFlag) ValueString() string { return s.f.Value.String() }
+func (s stdFlag) ValueType() string   { return "string" }
 
 // newLogger returns the structured text logger on w; verbose is debug level
 // (-verbose: one line per event handled and per delivery).

@@ -8,6 +8,8 @@ package config
 
 import (
 	"time"
+
+	"github.com/vmware-samples/vmware-event-router/gateway/pattern"
 )
 
 // DefaultPath is where the daemon looks for its config without -config.
@@ -34,6 +36,30 @@ type Config struct {
 
 	// State is the router's writable directory; nil without one.
 	State *State
+
+	// Pattern is the processor's "pattern" option; nil without one.
+	Pattern *pattern.Pattern
+
+	// The entries' names (key "name"); empty means the provider name.
+	streamName, processorName string
+}
+
+// StreamName returns the stream entry's name: its "name", by default its
+// provider name.
+func (c *Config) StreamName() string {
+	if c.streamName == "" {
+		return c.StreamProvider()
+	}
+	return c.streamName
+}
+
+// ProcessorName returns the processor entry's name: its "name", by default
+// its provider name.
+func (c *Config) ProcessorName() string {
+	if c.processorName == "" {
+		return c.ProcessorProvider()
+	}
+	return c.processorName
 }
 
 // StreamProvider returns the configured stream's provider name.
@@ -133,6 +159,7 @@ const (
 // WasmFilter is one filter/wasm entry.
 type WasmFilter struct {
 	Index       int    // the entry's index in the file, for messages
+	Name        string // the entry's name, for logs; by default "wasm", and names may repeat
 	Address     string // a .wasm or .wasm.gz file, or a directory of them
 	Timeout     time.Duration
 	OnError     OnError

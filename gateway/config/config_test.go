@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -62,16 +63,18 @@ func TestSpecExamplesLoad(t *testing.T) {
 // change, and read the diff.
 func TestBadConfigs(t *testing.T) {
 	files, _ := filepath.Glob("testdata/config/bad/*.json")
-	if len(files) == 0 {
-		t.Fatal("no bad configs in testdata/config/bad")
+	yamls, _ := filepath.Glob("testdata/config/bad/*.y*ml")
+	if len(files) == 0 || len(yamls) == 0 {
+		t.Fatal("no bad JSON or YAML configs in testdata/config/bad")
 	}
+	files = append(files, yamls...)
 	for _, f := range files {
 		t.Run(filepath.Base(f), func(t *testing.T) {
 			cfg, err := Load(f)
 			if err == nil {
 				t.Fatalf("loaded a bad config: %+v", cfg)
 			}
-			golden := strings.TrimSuffix(f, ".json") + ".err"
+			golden := strings.TrimSuffix(f, filepath.Ext(f)) + ".err"
 			got := err.Error() + "\n"
 			if *update {
 				if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
@@ -181,7 +184,7 @@ func TestFilterAndStateEntries(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := WasmFilter{Index: 3, Address: dir, Timeout: 50 * time.Millisecond, OnError: OnErrorDeadLetter, Config: "x", MemoryLimit: 32 << 20, PoolSize: 4}
+	want := WasmFilter{Index: 3, Name: "wasm", Address: dir, Timeout: 50 * time.Millisecond, OnError: OnErrorDeadLetter, Config: "x", MemoryLimit: 32 << 20, PoolSize: 4}
 	if len(cfg.Filters) != 1 || cfg.Filters[0] != want {
 		t.Errorf("filters: %+v", cfg.Filters)
 	}
@@ -224,22 +227,32 @@ func TestParseSize(t *testing.T) {
 
 // FuzzParse: no input may panic the loader, and every error names the file.
 func FuzzParse(f *testing.F) {
-	seeds, _ := filepath.Glob("testdata/config/*.json")
-	bad, _ := filepath.Glob("testdata/config/bad/*.json")
-	for _, s := range append(seeds, bad...) {
-		data, err := os.ReadFile(s)
-		if err != nil {
-			f.Fatal(err)
-		}
-		f.Add(data)
-	}
 	f.Add([]byte(`[{"type":"stream","provider":"vcsim"},{"type":"processor","provider":"stdout"},{"type":"metrics","provider":"internal","address":"127.0.0.1:0"}]`))
+	fuzzParse(f, "fuzz.json", "testdata/config/*.json", "testdata/config/bad/*.json")
+}
+
+// FuzzParseYAML is FuzzParse for YAML files.
+func FuzzParseYAML(f *testing.F) {
+	fuzzParse(f, "fuzz.yaml", "testdata/config/*.yaml", "testdata/config/bad/*.y*ml")
+}
+
+func fuzzParse(f *testing.F, name string, seedGlobs ...string) {
+	for _, g := range seedGlobs {
+		files, _ := filepath.Glob(g)
+		for _, s := range files {
+			data, err := os.ReadFile(s)
+			if err != nil {
+				f.Fatal(err)
+			}
+			f.Add(data)
+		}
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		cfg, err := Parse("fuzz.json", data)
+		cfg, err := Parse(name, data)
 		if err == nil && cfg == nil {
 			t.Fatal("nil config without error")
 		}
-		if err != nil && !strings.HasPrefix(err.Error(), "fuzz.json: ") {
+		if err != nil && !strings.HasPrefix(err.Error(), name+": ") {
 			t.Fatalf("error does not name the file: %v", err)
 		}
 	})
@@ -268,5 +281,142 @@ func TestParseOffline(t *testing.T) {
 	data, _ = json.Marshal(es)
 	if _, err := ParseOffline("pod.json", data); err == nil || !strings.Contains(err.Error(), "auth.method") {
 		t.Errorf("ParseOffline skipped a value check: %v", err)
+	}
+}
+
+// TestYAMLTwins: each spec example's YAML twin loads to the same Config.
+func TestYAMLTwins(t *testing.T) {
+	files, _ := filepath.Glob("testdata/config/*.json")
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			want, err := Load(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			twin := strings.TrimSuffix(f, ".json") + ".yaml"
+			got, err := Load(twin)
+			if err != nil {
+				t.Fatalf("YAML twin %s: %v", twin, err)
+			}
+			got.File = want.File
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("YAML twin loads differently:\n got %+v\nwant %+v", *got, *want)
+			}
+		})
+	}
+	// .yml is YAML too; any other name is JSON.
+	data, err := os.ReadFile("testdata/config/vcenter-openfaas-metrics.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Parse("c.YML", data); err != nil {
+		t.Errorf(".YML: %v", err)
+	}
+	if _, err := Parse("config", data); err == nil || !strings.Contains(err.Error(), "invalid JSON") {
+		t.Errorf("a YAML file without a YAML name must be read as JSON: %v", err)
+	}
+}
+
+func TestNamesAndCaseInsensitiveKeys(t *testing.T) {
+	data := []byte(`[
+	  {"Type": "stream", "PROVIDER": "vcsim", "Name": "lab-vc_1"},
+	  {"type": "processor", "provider": "stdout", "options": {"Pattern": "{\"subject\": [\"VmPoweredOnEvent\"]}"}},
+	  {"type": "metrics", "provider": "internal", "address": "0.0.0.0:8080", "name": "m"}]`)
+	cfg, err := Parse("c.json", data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.StreamName() != "lab-vc_1" || cfg.ProcessorName() != "stdout" {
+		t.Errorf("names %q, %q; want lab-vc_1 and the default, stdout", cfg.StreamName(), cfg.ProcessorName())
+	}
+	if cfg.Pattern == nil || !cfg.Pattern.Match([]byte(`{"subject":"VmPoweredOnEvent"}`)) || cfg.Pattern.Match([]byte(`{"subject":"X"}`)) {
+		t.Errorf("pattern %v", cfg.Pattern)
+	}
+	long := strings.Repeat("a", 64)
+	for _, tt := range []struct{ stream, processor, want string }{
+		{long, "", "entry [0] (stream/vcsim): name: must be at most 63 characters, got 64"},
+		{"x", "x", `entry [1] (processor/stdout): name: "x" is also the name of entry [0] (stream/vcsim): stream and processor names must be unique`},
+		{"vcsim-", "", `name: must be lowercase letters`},
+		{"", "", `entry [0] (stream/vcsim): name: must not be empty`},
+	} {
+		processor := `{"type": "processor", "provider": "stdout"}`
+		if tt.processor != "" {
+			processor = fmt.Sprintf(`{"type": "processor", "provider": "stdout", "name": %q}`, tt.processor)
+		}
+		data := fmt.Sprintf(`[{"type": "stream", "provider": "vcsim", "name": %q}, %s,
+		  {"type": "metrics", "provider": "internal", "address": "0.0.0.0:8080"}]`, tt.stream, processor)
+		if _, err := Parse("c.json", []byte(data)); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("names %q, %q: %v, want %q", tt.stream, tt.processor, err, tt.want)
+		}
+	}
+}
+
+// TestEventBridgeStaticChecks: what eventbridge.New refused at start is
+// refused by the loader, so `check` reports it too.
+func TestEventBridgeStaticChecks(t *testing.T) {
+	const arnKey = "options.aws_eventbridge_rule_arn"
+	tests := []struct {
+		name, region, bus, arn string
+		want                   string // "" loads
+	}{
+		{"spec example", "eu-central-1", "default", "arn:aws:events:eu-central-1:1234567890:rule/vmware-event-router", ""},
+		{"custom bus", "us-gov-west-1", "vsphere", "arn:aws-us-gov:events:us-gov-west-1:123456789012:rule/vsphere/r", ""},
+		{"bus as an ARN", "eu-central-1", "arn:aws:events:eu-central-1:123456789012:event-bus/vsphere", "arn:aws:events:eu-central-1:123456789012:rule/vsphere/r", ""},
+		{"partner bus", "us-east-1", "aws.partner/example.com/123/bus", "arn:aws:events:us-east-1:123456789012:rule/aws.partner/example.com/123/bus/r", ""},
+		{"not an ARN", "eu-central-1", "default", "vmware-event-router", arnKey + `: must be a rule ARN`},
+		{"not a rule", "eu-central-1", "default", "arn:aws:events:eu-central-1:123456789012:event-bus/default", arnKey + `: must be a rule ARN`},
+		{"not events", "eu-central-1", "default", "arn:aws:sns:eu-central-1:123456789012:rule/r", arnKey + `: must be a rule ARN`},
+		{"region mismatch", "eu-west-1", "default", "arn:aws:events:eu-central-1:123456789012:rule/r", arnKey + `: "arn:aws:events:eu-central-1:123456789012:rule/r" is in region "eu-central-1", but options.aws_region is "eu-west-1"`},
+		{"bus mismatch", "eu-central-1", "vsphere", "arn:aws:events:eu-central-1:123456789012:rule/r", arnKey + `: "arn:aws:events:eu-central-1:123456789012:rule/r" names a rule on event bus "default", but options.aws_eventbridge_event_bus is "vsphere"`},
+		{"region format", "Frankfurt", "default", "arn:aws:events:Frankfurt:123456789012:rule/r", `options.aws_region: must be an AWS region such as "eu-central-1", got "Frankfurt"`},
+		{"bus name", "eu-central-1", "my bus", "arn:aws:events:eu-central-1:123456789012:rule/r", `options.aws_eventbridge_event_bus: must be an event bus name`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			data := fmt.Sprintf(`[{"type": "stream", "provider": "vcsim"},
+			  {"type": "processor", "provider": "aws_event_bridge",
+			   "auth": {"method": "access_key", "secret": {"aws_access_key_id": "A", "aws_secret_access_key": "B"}},
+			   "options": {"aws_region": %q, "aws_eventbridge_event_bus": %q, "aws_eventbridge_rule_arn": %q}},
+			  {"type": "metrics", "provider": "internal", "address": "0.0.0.0:8080"}]`, tt.region, tt.bus, tt.arn)
+			_, err := Parse("c.json", []byte(data))
+			if tt.want == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), "entry [1] (processor/aws_event_bridge): "+tt.want) {
+				t.Errorf("got %v\nwant %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// TestYAMLPattern: in YAML the pattern is a string too, most readably a
+// block scalar.
+func TestYAMLPattern(t *testing.T) {
+	data := []byte(`
+- type: stream
+  provider: vcsim
+- type: processor
+  provider: stdout
+  name: prod-vms
+  options:
+    pattern: |
+      {"data": {"Vm": {"Name": [{"prefix": "prod-"}]}}}
+- type: metrics
+  provider: internal
+  address: 0.0.0.0:8080
+`)
+	cfg, err := Parse("c.yaml", data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.ProcessorName() != "prod-vms" || cfg.Pattern == nil || !cfg.Pattern.Match([]byte(`{"data":{"Vm":{"Name":"prod-1"}}}`)) {
+		t.Errorf("processor %q, pattern %v", cfg.ProcessorName(), cfg.Pattern)
+	}
+	data = []byte(strings.Replace(string(data), "pattern: |\n      {", "pattern:\n      {", 1))
+	if _, err := Parse("c.yaml", data); err == nil || !strings.Contains(err.Error(), "entry [1] (processor/stdout): options.pattern: must be a string, got an object (the pattern is JSON in a string") {
+		t.Errorf("a pattern written as a YAML mapping: %v", err)
 	}
 }

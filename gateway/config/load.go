@@ -5,15 +5,21 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/spf13/viper"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/vmware-samples/vmware-event-router/gateway/pattern"
 )
 
 // Problem is one thing wrong with a configuration file.
@@ -88,11 +94,11 @@ func parse(name string, data []byte, offline bool) (cfg *Config, err error) {
 			cfg, err = nil, Problems{{File: name, Index: -1, Msg: fmt.Sprintf("internal error while reading the file: %v", r)}}
 		}
 	}()
-	entries, perr := decode(name, data)
+	entries, dups, perr := decode(name, data)
 	if perr != nil {
 		return nil, perr
 	}
-	v := validator{file: name, cfg: &Config{File: name}, offline: offline}
+	v := validator{file: name, cfg: &Config{File: name}, offline: offline, dups: dups}
 	v.entries(entries)
 	if len(v.problems) > 0 {
 		// Maps have no order; problems do, so messages are stable: by
@@ -110,23 +116,77 @@ func parse(name string, data []byte, offline bool) (cfg *Config, err error) {
 	return v.cfg, nil
 }
 
-// decode checks the file is a JSON array of objects and reads it with viper.
-// encoding/json goes first because it reports where a syntax error is; viper
-// reads the array wrapped in an object, since it cannot read a top-level
-// array.
-func decode(name string, data []byte) ([]any, error) {
+// isYAML reports whether the file named name holds YAML (by its extension);
+// any other name is JSON.
+func isYAML(name string) bool {
+	ext := strings.ToLower(filepath.Ext(name))
+	return ext == ".yaml" || ext == ".yml"
+}
+
+// caseDup is two keys of one object that differ only in case.
+type caseDup struct {
+	field string // the object's path inside the entry; "" for the entry itself
+	a, b  string
+}
+
+// decode checks the file is an array of objects and has viper read it with
+// the codec of its format. A syntax check goes first because it reports
+// where an error is, and it sees the keys as written: viper matches keys
+// case-insensitively by lowercasing them, which would silently merge two
+// keys that differ only in case, so those are found here (dups, by entry).
+// Viper cannot read a top-level array, so it reads the array wrapped in an
+// object.
+func decode(name string, data []byte) (entries []any, dups map[int][]caseDup, err error) {
 	fileProblem := func(format string, args ...any) error {
 		return Problems{{File: name, Index: -1, Msg: fmt.Sprintf(format, args...)}}
 	}
+	format, what := "json", "a JSON array of entries, [{...}, {...}]"
+	if isYAML(name) {
+		format, what = "yaml", "a YAML sequence of entries (- type: ...)"
+	}
 	trimmed := bytes.TrimSpace(data)
 	if len(trimmed) == 0 {
-		return nil, fileProblem("the file is empty: it must be a JSON array of entries, [{...}, {...}]")
+		return nil, nil, fileProblem("the file is empty: it must be %s", what)
 	}
+	var wrapped []byte
+	if format == "yaml" {
+		// The probes read data as it is, so that line numbers are the file's.
+		if dups, err = yamlProbe(data, fileProblem); err != nil {
+			return nil, nil, err
+		}
+		wrapped = wrapYAML(data)
+	} else {
+		if dups, err = jsonProbe(data, fileProblem); err != nil {
+			return nil, nil, err
+		}
+		wrapped = make([]byte, 0, len(trimmed)+16)
+		wrapped = append(wrapped, `{"entries":`...)
+		wrapped = append(wrapped, trimmed...)
+		wrapped = append(wrapped, '}')
+	}
+	v := viper.New()
+	v.SetConfigType(format)
+	if err := v.ReadConfig(bytes.NewReader(wrapped)); err != nil {
+		return nil, nil, fileProblem("reading the file: %v", err)
+	}
+	entries, ok := v.Get("entries").([]any)
+	if !ok {
+		return nil, nil, fileProblem("the file must be %s", what)
+	}
+	if len(entries) == 0 {
+		return nil, nil, fileProblem("the array has no entries: stream, processor and metrics entries are required")
+	}
+	return entries, dups, nil
+}
+
+// jsonProbe checks the JSON syntax and that the file is an array, and finds
+// keys that differ only in case.
+func jsonProbe(data []byte, fileProblem func(string, ...any) error) (map[int][]caseDup, error) {
 	var probe any
-	if err := json.Unmarshal(trimmed, &probe); err != nil {
+	if err := json.Unmarshal(data, &probe); err != nil {
 		var syn *json.SyntaxError
 		if errors.As(err, &syn) {
-			line, col := lineCol(trimmed, syn.Offset)
+			line, col := lineCol(data, syn.Offset)
 			return nil, fileProblem("invalid JSON at line %d, column %d: %v", line, col, err)
 		}
 		if err.Error() == "unexpected end of JSON input" {
@@ -134,26 +194,116 @@ func decode(name string, data []byte) ([]any, error) {
 		}
 		return nil, fileProblem("invalid JSON: %v", err)
 	}
-	if _, ok := probe.([]any); !ok {
+	arr, ok := probe.([]any)
+	if !ok {
 		return nil, fileProblem("the file must be a JSON array of entries, [{...}, {...}], got %s", jsonKind(probe))
 	}
-	wrapped := make([]byte, 0, len(trimmed)+16)
-	wrapped = append(wrapped, `{"entries":`...)
-	wrapped = append(wrapped, trimmed...)
-	wrapped = append(wrapped, '}')
-	v := viper.New()
-	v.SetConfigType("json")
-	if err := v.ReadConfig(bytes.NewReader(wrapped)); err != nil {
-		return nil, fileProblem("reading the file: %v", err)
+	dups := map[int][]caseDup{}
+	var walk func(i int, field string, n any)
+	walk = func(i int, field string, n any) {
+		m, ok := n.(map[string]any)
+		if !ok {
+			return
+		}
+		keys := make([]string, 0, len(m))
+		for k := range m {
+			keys = append(keys, k)
+		}
+		dups[i] = append(dups[i], caseDups(field, keys)...)
+		for _, k := range keys {
+			walk(i, joinField(field, strings.ToLower(k)), m[k])
+		}
 	}
-	entries, ok := v.Get("entries").([]any)
-	if !ok {
-		return nil, fileProblem("the file must be a JSON array of entries")
+	for i, e := range arr {
+		walk(i, "", e)
 	}
-	if len(entries) == 0 {
-		return nil, fileProblem("the array has no entries: stream, processor and metrics entries are required")
+	return dups, nil
+}
+
+// yamlProbe checks the YAML syntax and that the file is a sequence, and
+// finds keys that differ only in case.
+func yamlProbe(data []byte, fileProblem func(string, ...any) error) (map[int][]caseDup, error) {
+	var doc, more yaml.Node
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&doc); err != nil {
+		return nil, fileProblem("invalid YAML: %v", strings.TrimPrefix(err.Error(), "yaml: "))
 	}
-	return entries, nil
+	if err := dec.Decode(&more); !errors.Is(err, io.EOF) {
+		return nil, fileProblem("the file must hold one YAML document (a second starts after a \"---\" line)")
+	}
+	if doc.Kind != yaml.DocumentNode || len(doc.Content) == 0 {
+		return nil, fileProblem("the file is empty: it must be a YAML sequence of entries (- type: ...)")
+	}
+	top := doc.Content[0]
+	if top.Kind != yaml.SequenceNode {
+		kind := "a single value"
+		if top.Kind == yaml.MappingNode {
+			kind = "a mapping (put the entries in a sequence: - type: ...)"
+		}
+		return nil, fileProblem("the file must be a YAML sequence of entries (- type: ...), got %s", kind)
+	}
+	dups := map[int][]caseDup{}
+	var walk func(i int, field string, n *yaml.Node)
+	walk = func(i int, field string, n *yaml.Node) {
+		if n.Kind != yaml.MappingNode {
+			return // aliases are not followed: their target is walked where it is defined
+		}
+		var keys []string
+		for j := 0; j+1 < len(n.Content); j += 2 {
+			keys = append(keys, n.Content[j].Value)
+		}
+		dups[i] = append(dups[i], caseDups(field, keys)...)
+		for j := 0; j+1 < len(n.Content); j += 2 {
+			walk(i, joinField(field, strings.ToLower(n.Content[j].Value)), n.Content[j+1])
+		}
+	}
+	for i, e := range top.Content {
+		walk(i, "", e)
+	}
+	return dups, nil
+}
+
+// wrapYAML indents the file under an "entries" key, which keeps its
+// structure: YAML nesting is relative indentation.
+func wrapYAML(data []byte) []byte {
+	lines := strings.Split(string(data), "\n")
+	var b strings.Builder
+	b.Grow(len(data) + 2*len(lines) + 16)
+	b.WriteString("entries:\n")
+	for _, l := range lines {
+		if t := strings.TrimRight(l, " \t\r"); t == "---" || t == "..." {
+			// Document markers of the one document yamlProbe allowed:
+			// indented they would be content.
+			continue
+		}
+		b.WriteString("  ")
+		b.WriteString(l)
+		b.WriteByte('\n')
+	}
+	return []byte(b.String())
+}
+
+// caseDups returns the pairs of keys that differ only in case, in order.
+func caseDups(field string, keys []string) []caseDup {
+	sort.Strings(keys)
+	var out []caseDup
+	seen := map[string]string{}
+	for _, k := range keys {
+		l := strings.ToLower(k)
+		if first, ok := seen[l]; ok {
+			out = append(out, caseDup{field: field, a: first, b: k})
+			continue
+		}
+		seen[l] = k
+	}
+	return out
+}
+
+func joinField(parent, key string) string {
+	if parent == "" {
+		return key
+	}
+	return parent + "." + key
 }
 
 func lineCol(data []byte, offset int64) (line, col int) {
@@ -177,7 +327,7 @@ func jsonKind(v any) string {
 		return "an array"
 	case string:
 		return "a string"
-	case float64:
+	case float64, int, int64, uint64:
 		return "a number"
 	case bool:
 		return "a boolean"
@@ -188,6 +338,7 @@ func jsonKind(v any) string {
 }
 
 type validator struct {
+	dups     map[int][]caseDup
 	offline  bool // skip checks of the local file system
 	file     string
 	cfg      *Config
@@ -201,11 +352,13 @@ type entryCtx struct {
 	typ      string
 	provider string
 	raw      map[string]any
+	name     string // the entry's name; default its provider
 	address  string
 	method   string
 	secret   map[string]string
 	options  map[string]string
-	used     map[string]bool // options read by the schema
+	used     map[string]bool   // options read by the schema
+	defaults map[string]string // when set, every option read with its default: see kindOptions
 }
 
 func (e *entryCtx) problem(field, format string, args ...any) {
@@ -244,6 +397,8 @@ func knownKinds() string {
 
 func (v *validator) entries(entries []any) {
 	var streams, processors, metrics, states []string
+	type namedEntry struct{ typ, where string }
+	named := map[string]namedEntry{} // stream and processor names to the entry that took it
 	for i, raw := range entries {
 		e := &entryCtx{v: v, index: i}
 		m, ok := raw.(map[string]any)
@@ -255,11 +410,14 @@ func (v *validator) entries(entries []any) {
 		e.typ = e.str("type", true)
 		e.provider = e.str("provider", true)
 		e.address = e.str("address", false)
+		for _, d := range v.dups[i] {
+			e.problem(d.field, "keys %q and %q differ only in case: keys match case-insensitively, keep one", d.a, d.b)
+		}
 		for k := range m {
 			switch k {
-			case "type", "provider", "address", "auth", "options":
+			case "type", "provider", "name", "address", "auth", "options":
 			default:
-				e.problem(k, "unknown field (allowed: type, provider, address, auth, options)")
+				e.problem(k, "unknown field (allowed: type, provider, name, address, auth, options)")
 			}
 		}
 		e.readAuth()
@@ -272,6 +430,7 @@ func (v *validator) entries(entries []any) {
 			e.problem("", "unknown entry kind %s/%s (known: %s)", e.typ, e.provider, knownKinds())
 			continue
 		}
+		e.name = e.entryName()
 		where := fmt.Sprintf("entry [%d] (%s/%s)", i, e.typ, e.provider)
 		switch {
 		case e.typ == TypeStream:
@@ -283,7 +442,17 @@ func (v *validator) entries(entries []any) {
 		case e.typ == TypeMetrics || e.provider == ProviderMetrics:
 			metrics = append(metrics, where)
 		}
-		check(e)
+		if e.typ == TypeStream || e.typ == TypeProcessor {
+			other, taken := named[e.name]
+			// While one stream and one processor are allowed, two of a
+			// type are reported as such below, not as a name clash.
+			if taken && other.typ != e.typ {
+				e.problem("name", "%q is also the name of %s: stream and processor names must be unique (set name on one of them)", e.name, other.where)
+			} else if !taken {
+				named[e.name] = namedEntry{e.typ, where}
+			}
+		}
+		readEntry(e, check)
 		for k := range e.options {
 			if !e.used[k] {
 				e.problem("options."+k, "unknown option for %s/%s%s", e.typ, e.provider, e.knownOptions())
@@ -304,6 +473,66 @@ func (v *validator) entries(entries []any) {
 	if len(states) > 1 {
 		v.fileProblem("%d internal/state entries (%s): at most one is allowed", len(states), strings.Join(states, ", "))
 	}
+}
+
+// readEntry reads the options of e's kind, check's and those every entry of
+// its type shares.
+func readEntry(e *entryCtx, check func(*entryCtx)) {
+	check(e)
+	switch e.typ {
+	case TypeStream:
+		e.v.cfg.streamName = e.name
+	case TypeProcessor:
+		e.v.cfg.processorName = e.name
+		if raw := e.option("pattern", ""); raw != "" {
+			p, err := pattern.Compile(raw)
+			if err != nil {
+				e.problem("options.pattern", "%v", err)
+			}
+			e.v.cfg.Pattern = p
+		}
+	}
+}
+
+// kindOptions returns, per entry kind, every option it takes with its
+// default ("" for none), read from the loader itself: an empty entry of
+// each kind is validated and the options it asks for are recorded. So the
+// documentation's tables are checked against the code that applies the
+// defaults, not against a second list.
+func kindOptions() map[[2]string]map[string]string {
+	out := map[[2]string]map[string]string{}
+	for k, check := range kinds {
+		e := &entryCtx{
+			v:   &validator{offline: true, cfg: &Config{}},
+			typ: k[0], provider: k[1], name: k[1], raw: map[string]any{},
+			options: map[string]string{}, used: map[string]bool{}, defaults: map[string]string{},
+		}
+		readEntry(e, check)
+		out[k] = e.defaults
+	}
+	return out
+}
+
+// namePattern is an entry name: a DNS label's characters plus "_", so a
+// name can be a metric label value, a file name and a Kubernetes name.
+var namePattern = regexp.MustCompile(`^[a-z0-9]([-_a-z0-9]*[a-z0-9])?$`)
+
+// entryName reads the entry's name; its default is the provider name.
+func (e *entryCtx) entryName() string {
+	name := e.str("name", false)
+	if name == "" {
+		if _, set := e.raw["name"]; set {
+			e.problem("name", "must not be empty (leave it out for the default, %q)", e.provider)
+		}
+		return e.provider
+	}
+	switch {
+	case len(name) > 63:
+		e.problem("name", "must be at most 63 characters, got %d", len(name))
+	case !namePattern.MatchString(name):
+		e.problem("name", "must be lowercase letters, digits, '-' and '_', starting and ending with a letter or digit, got %q", name)
+	}
+	return name
 }
 
 // str reads a top-level string field of the entry.
@@ -396,8 +625,13 @@ func (e *entryCtx) readOptions() {
 				hint = fmt.Sprintf(` (write "%t" with quotes: option values are strings)`, b)
 			} else if f, isNum := val.(float64); isNum {
 				hint = fmt.Sprintf(` (write "%s" with quotes: option values are strings)`, strconv.FormatFloat(f, 'f', -1, 64))
+			} else if jsonKind(val) == "a number" {
+				// YAML's whole numbers
+				hint = fmt.Sprintf(` (write "%v" with quotes: option values are strings)`, val)
+			} else if _, isObj := val.(map[string]any); isObj && k == "pattern" {
+				hint = ` (the pattern is JSON in a string; in YAML, a block scalar: "pattern: |" and the JSON on the lines below)`
 			}
-			e.problem("options."+k, "must be a string, got %s%s", jsonKind(val), hint)
+			e.problem("options."+k, "must be a string, got %s%s", jsonKindNoValue(val), hint)
 			e.used[k] = true
 			continue
 		}
@@ -493,6 +727,9 @@ func contains(list []string, s string) bool {
 // option returns the option's value or its default, and marks it known.
 func (e *entryCtx) option(key, def string) string {
 	e.used[key] = true
+	if e.defaults != nil {
+		e.defaults[key] = def
+	}
 	if s, ok := e.options[key]; ok {
 		return s
 	}
@@ -655,25 +892,53 @@ func openfaasEntry(e *entryCtx) {
 	e.v.cfg.OpenFaaS = c
 }
 
+// What AWS accepts, checked here so that `check` refuses what the daemon
+// would: a region such as "eu-central-1" or "us-gov-west-1"; a bus name; a
+// rule ARN arn:PARTITION:events:REGION:ACCOUNT:rule/[BUS/]NAME, where a
+// partner bus name has slashes of its own.
+var (
+	regionPattern  = regexp.MustCompile(`^[a-z]{2,}(-[a-z]+)+-[0-9]+$`)
+	busPattern     = regexp.MustCompile(`^[/.\-_A-Za-z0-9]{1,256}$`)
+	ruleARNPattern = regexp.MustCompile(`^arn:[a-z-]+:events:([a-z0-9-]+):[0-9]+:rule/(?:(.+)/)?([.\-_A-Za-z0-9]{1,64})$`)
+)
+
 func eventbridgeEntry(e *entryCtx) {
 	c := &EventBridge{}
 	e.noAddress()
 	s := e.auth([]string{"access_key"}, map[string][]string{"access_key": {"aws_access_key_id", "aws_secret_access_key"}})
 	c.AccessKeyID, c.SecretAccessKey = s["aws_access_key_id"], Secret(s["aws_secret_access_key"])
 	c.Region = e.option("aws_region", "")
-	if c.Region == "" {
+	switch {
+	case c.Region == "":
 		e.problem("options.aws_region", `required (e.g. "eu-central-1")`)
+	case !regionPattern.MatchString(c.Region):
+		e.problem("options.aws_region", `must be an AWS region such as "eu-central-1", got %q`, c.Region)
 	}
 	c.EventBus = e.option("aws_eventbridge_event_bus", "default")
-	if c.EventBus == "" {
-		e.problem("options.aws_eventbridge_event_bus", "must not be empty")
+	bus := c.EventBus
+	if i := strings.Index(bus, ":event-bus/"); strings.HasPrefix(bus, "arn:") && i >= 0 {
+		bus = bus[i+len(":event-bus/"):]
+	}
+	if !busPattern.MatchString(bus) {
+		e.problem("options.aws_eventbridge_event_bus", `must be an event bus name (letters, digits, ".", "-", "_", "/"; at most 256) or its ARN, got %q`, c.EventBus)
 	}
 	c.RuleARN = e.option("aws_eventbridge_rule_arn", "")
-	switch {
-	case c.RuleARN == "":
-		e.problem("options.aws_eventbridge_rule_arn", `required (e.g. "arn:aws:events:eu-central-1:1234567890:rule/vmware-event-router")`)
-	case !strings.HasPrefix(c.RuleARN, "arn:") || !strings.Contains(c.RuleARN, ":rule/"):
-		e.problem("options.aws_eventbridge_rule_arn", `must be a rule ARN "arn:aws:events:REGION:ACCOUNT:rule/NAME", got %q`, c.RuleARN)
+	const arnField = "options.aws_eventbridge_rule_arn"
+	if c.RuleARN == "" {
+		e.problem(arnField, `required (e.g. "arn:aws:events:eu-central-1:1234567890:rule/vmware-event-router")`)
+	} else if m := ruleARNPattern.FindStringSubmatch(c.RuleARN); m == nil {
+		e.problem(arnField, `must be a rule ARN "arn:aws:events:REGION:ACCOUNT:rule/NAME" or ".../rule/BUS/NAME", got %q`, c.RuleARN)
+	} else {
+		region, ruleBus := m[1], m[2]
+		if ruleBus == "" {
+			ruleBus = "default"
+		}
+		if region != c.Region && c.Region != "" {
+			e.problem(arnField, "%q is in region %q, but options.aws_region is %q", c.RuleARN, region, c.Region)
+		}
+		if ruleBus != bus {
+			e.problem(arnField, "%q names a rule on event bus %q, but options.aws_eventbridge_event_bus is %q: the rule must be on the bus events are put on", c.RuleARN, ruleBus, c.EventBus)
+		}
 	}
 	c.ResyncInterval = e.durationOption("resync_interval", "5m")
 	if ep := e.option("endpoint", ""); ep != "" {
@@ -692,7 +957,7 @@ func stdoutEntry(e *entryCtx) {
 }
 
 func wasmEntry(e *entryCtx) {
-	c := WasmFilter{Index: e.index, Address: e.address}
+	c := WasmFilter{Index: e.index, Name: e.name, Address: e.address}
 	e.auth([]string{"", "none"}, nil)
 	if e.address == "" {
 		e.problem("address", "required field is missing (a .wasm or .wasm.gz file, or a directory of them)")
