@@ -75,6 +75,9 @@ type tuning struct {
 	late time.Duration
 	// direct makes SOAP calls in the calling goroutine (directTransport).
 	direct bool
+	// catchUpPoll is how long a catch-up reader that has read everything
+	// vCenter holds, and is not caught up, waits before reading again.
+	catchUpPoll time.Duration
 }
 
 func defaultTuning() tuning {
@@ -89,6 +92,8 @@ func defaultTuning() tuning {
 		readBatch:  1000,
 		late:       5 * time.Second,
 		direct:     true,
+
+		catchUpPoll: 250 * time.Millisecond,
 	}
 }
 
@@ -377,7 +382,7 @@ func (s *Stream) session(ctx context.Context, h gateway.StreamHandler, cur **cur
 	}
 	s.lastUUID = cn.uuid
 
-	f := &follower{s: s, cn: cn, cur: *cur, h: h}
+	f := &follower{s: s, log: s.log, cn: cn, cur: *cur, h: h, unreadable: &s.unreadable}
 	if err := f.start(ctx); err != nil {
 		return false, err
 	}
