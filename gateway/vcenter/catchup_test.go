@@ -18,6 +18,7 @@ import (
 	"github.com/vmware/govmomi/vim25/types"
 
 	"github.com/vmware-samples/vmware-event-router/gateway"
+	"github.com/vmware-samples/vmware-event-router/gateway/config"
 	"github.com/vmware-samples/vmware-event-router/gateway/metrics"
 	"github.com/vmware-samples/vmware-event-router/internal/testutil"
 	"github.com/vmware-samples/vmware-event-router/internal/vcsimtest"
@@ -375,4 +376,90 @@ func TestCatchUpCancel(t *testing.T) {
 	if n := sim.Collectors(); n != 0 {
 		t.Errorf("%d collectors after Close, want 0", n)
 	}
+}
+
+// TestCatchUpOutrun: a catch-up blocked in Handle while vCenter's history
+// (the simulator's ~1,000 events, and its collector's) moves past its read
+// position goes on from the oldest event held once Handle returns, counts
+// the events it lost, and hands on the rest once and in order.
+func TestCatchUpOutrun(t *testing.T) {
+	sim := vcsimtest.Start(t)
+	c := sim.Client()
+	postEx(t, c, "old", 1)
+	from := lastOf(t, c, "old")
+	postEx(t, c, "past", 100)
+
+	m := metrics.New()
+	s := newTestStream(t, sim, m)
+	t.Cleanup(func() { _ = s.Close() })
+	var target atomic.Int32
+	g := newGated(50)
+	done := catchUpAsync(context.Background(), s, from, g, atKey(&target))
+	select {
+	case <-g.reached:
+	case <-time.After(deliveryTimeout):
+		t.Fatal("the catch-up did not reach its 50th event")
+	}
+	postEx(t, c, "flood", 1100)
+	target.Store(sim.LatestKey())
+	close(g.release)
+	if err := waitDone(t, done); err != nil {
+		t.Fatalf("CatchUp: %v", err)
+	}
+
+	evs := g.all()
+	gap := -1
+	for i := 1; i < len(evs); i++ {
+		if evs[i].Key != evs[i-1].Key+1 {
+			if gap >= 0 {
+				t.Fatalf("keys jump twice: at %d (%d to %d) and at %d (%d to %d)", gap, evs[gap-1].Key, evs[gap].Key, i, evs[i-1].Key, evs[i].Key)
+			}
+			gap = i
+		}
+	}
+	if gap < 0 {
+		t.Fatal("no events lost: the test proves nothing")
+	}
+	checkKeys(t, evs[:gap], from.Key+1, evs[gap-1].Key)
+	checkKeys(t, evs[gap:], evs[gap].Key, evs[len(evs)-1].Key)
+	if evs[len(evs)-1].Key < target.Load() {
+		t.Fatalf("CatchUp returned at key %d, before the target %d", evs[len(evs)-1].Key, target.Load())
+	}
+	missed := ptestutil.ToFloat64(m.StreamMissed.WithLabelValues("vmware_vcenter"))
+	if want := float64(evs[gap].Key - evs[gap-1].Key - 1); missed != want {
+		t.Errorf("missed = %v, want the key distance %v", missed, want)
+	}
+}
+
+// TestCatchUpSimulated: the embedded vcsim stream catches up too, and hands
+// on the same events as its live stream.
+func TestCatchUpSimulated(t *testing.T) {
+	s, err := NewSimulated(config.VCSim{Rate: 200}, testLogger(t), metrics.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.tun = testTuning()
+	live := &recorder{}
+	r := start(t, s, live)
+	waitForCount(t, "generated events", deliveryTimeout, 40, live.count)
+	evs := live.all()
+	from, to := evs[4], evs[39]
+
+	h := &recorder{}
+	if err := s.CatchUp(context.Background(), from.Position(), h, func(last gateway.Position) bool { return last.Key >= to.Key }); err != nil {
+		t.Fatalf("CatchUp: %v", err)
+	}
+	if err := r.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	got := h.all()
+	if len(got) < 35 {
+		t.Fatalf("%d events caught up, want at least the 35 after the 5th", len(got))
+	}
+	for i, e := range got[:35] {
+		if want := evs[5+i]; e.ID != want.ID || e.Key != want.Key || e.Subject != want.Subject {
+			t.Fatalf("caught-up event %d is %s (key %d, %s), the live stream's is %s (key %d, %s)", i, e.ID, e.Key, e.Subject, want.ID, want.Key, want.Subject)
+		}
+	}
+	checkOrdered(t, got)
 }
