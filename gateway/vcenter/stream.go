@@ -22,6 +22,10 @@
 // counted, within a lateness window (cursor.go); a vCenter replaced at the
 // same address (a new instance UUID) makes the stream ask its handler again
 // where to start.
+//
+// A processor that fell behind the live stream catches up with CatchUp
+// (catchup.go): the same reading code on a session and collector of its
+// own, from the processor's position until it is current again.
 package vcenter
 
 import (
