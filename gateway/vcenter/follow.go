@@ -3,6 +3,7 @@ package vcenter
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"math"
 	"time"
 
@@ -25,9 +26,22 @@ const maxWarnedTypes = 100
 // follower follows one session's collector.
 type follower struct {
 	s   *Stream
+	log *slog.Logger
 	cn  *session
 	cur *cursor
 	h   gateway.StreamHandler
+
+	// catchUp marks a catch-up reader (catchup.go): it reads events the
+	// live stream has read already, so it leaves the stream's event
+	// counters alone (missed events excepted: those are lost to its
+	// handler).
+	catchUp bool
+	// handed counts the events and dead letters handed on.
+	handed int
+	// unreadable holds the hashes of the undecodable events without a
+	// readable position handed on (the stream's set for the live stream,
+	// the reader's own for a catch-up).
+	unreadable *map[[32]byte]bool
 
 	// reader is a collector whose read position is right after the
 	// cursor (zero when there is none): ReadNextEvents on it returns
@@ -168,11 +182,11 @@ func (f *follower) onPage(ctx context.Context, val types.AnyType) error {
 		covered = true
 	}
 	if !covered {
-		f.s.log.Debug("latest page does not join the last event handed on; reading",
+		f.log.Debug("latest page does not join the last event handed on; reading",
 			"last_key", f.cur.pos.Key, "page_key", fresh[0].GetEvent().Key)
 		return f.read(ctx)
 	}
-	f.s.log.Debug("events from the latest page", "count", len(fresh))
+	f.log.Debug("events from the latest page", "count", len(fresh))
 	for _, e := range fresh {
 		if err := f.hand(ctx, e); err != nil {
 			return err
@@ -255,7 +269,7 @@ func (f *follower) read(ctx context.Context) error {
 			}
 			handed++
 		}
-		f.s.log.Debug("read events", "read", len(page), "new", handed)
+		f.log.Debug("read events", "read", len(page), "new", handed)
 		if len(page) < int(f.s.tun.readBatch) {
 			return nil
 		}
@@ -278,16 +292,16 @@ func (f *follower) reportGap(first *types.Event) {
 	case lk > 0 && fk < 0 && (math.MaxInt32-lk)+(fk-math.MinInt32) < 1<<24:
 		missed = (math.MaxInt32 - lk) + (fk - math.MinInt32) // the keys wrapped
 	default:
-		f.s.log.Warn("vCenter's event history starts anew (keys went back): vCenter was restored or replaced; following its new events",
+		f.log.Warn("vCenter's event history starts anew (keys went back): vCenter was restored or replaced; following its new events",
 			"last_time", last.Time, "last_key", last.Key, "first_time", first.CreatedTime, "first_key", first.Key)
 		return
 	}
 	if missed == 0 {
-		f.s.log.Debug("the last event handed on is no longer in vCenter's history; nothing after it is missing",
+		f.log.Debug("the last event handed on is no longer in vCenter's history; nothing after it is missing",
 			"last_key", last.Key, "first_key", first.Key)
 		return
 	}
-	f.s.log.Warn("vCenter no longer holds events the router had not read (its history was pruned); they are lost",
+	f.log.Warn("vCenter no longer holds events the router had not read (its history was pruned); they are lost",
 		"missing_after_time", last.Time, "missing_after_key", last.Key,
 		"missing_before_time", first.CreatedTime, "missing_before_key", first.Key, "missing_estimate", missed)
 	f.s.missed.Add(float64(missed))
@@ -300,8 +314,10 @@ func (f *follower) decoded(page []types.BaseEvent) []types.BaseEvent {
 	out := page[:0:0]
 	for _, e := range page {
 		if e == nil {
-			f.s.handedOn.Inc()
-			f.s.log.Warn("skipped an empty event entry")
+			if !f.catchUp {
+				f.s.handedOn.Inc()
+			}
+			f.log.Warn("skipped an empty event entry")
 			continue
 		}
 		out = append(out, e)
@@ -311,25 +327,25 @@ func (f *follower) decoded(page []types.BaseEvent) []types.BaseEvent {
 
 // hand converts e and hands it on, then moves the cursor past it.
 func (f *follower) hand(ctx context.Context, e types.BaseEvent) error {
-	if t := e.GetEvent().CreatedTime; t.Before(f.cur.pos.Time) {
+	if t := e.GetEvent().CreatedTime; t.Before(f.cur.pos.Time) && !f.catchUp {
 		// Only a late event, created before the last one handed on,
 		// gets here with such a time (see cursor.late).
 		f.s.late.Inc()
-		f.s.log.Warn("an event became visible after events created later; handing it on late",
+		f.log.Warn("an event became visible after events created later; handing it on late",
 			"key", e.GetEvent().Key, "created_time", t, "last_time", f.cur.pos.Time, "last_key", f.cur.pos.Key)
 	}
 	if b, ok := e.(*badEvent); ok {
 		return f.handBad(ctx, b)
 	}
 	ev := f.s.conv.Convert(f.cn.uuid, e)
-	if u, ok := e.(*UnknownEvent); ok {
+	if u, ok := e.(*UnknownEvent); ok && !f.catchUp {
 		f.s.handedOn.Inc()
 		if f.warned == nil {
 			f.warned = map[string]bool{}
 		}
 		if !f.warned[u.TypeName()] && len(f.warned) < maxWarnedTypes {
 			f.warned[u.TypeName()] = true
-			f.s.log.Warn("handing on an event of a type the SDK does not know, with the fields every event has",
+			f.log.Warn("handing on an event of a type the SDK does not know, with the fields every event has",
 				"type", u.TypeName(), "key", ev.Key)
 		}
 	}
@@ -337,6 +353,10 @@ func (f *follower) hand(ctx context.Context, e types.BaseEvent) error {
 		return err
 	}
 	f.cur.advance(e.GetEvent())
+	f.handed++
+	if f.catchUp {
+		return nil
+	}
 	f.s.events.Inc()
 	f.s.lastEvent.Set(float64(ev.Time.UnixNano()) / 1e9)
 	f.s.stat.Add(1)

@@ -165,6 +165,8 @@ func testTuning() tuning {
 		readBatch:  1000,
 		late:       5 * time.Second,
 		direct:     true,
+
+		catchUpPoll: 20 * time.Millisecond,
 	}
 }
 

@@ -22,6 +22,10 @@
 // counted, within a lateness window (cursor.go); a vCenter replaced at the
 // same address (a new instance UUID) makes the stream ask its handler again
 // where to start.
+//
+// A processor that fell behind the live stream catches up with CatchUp
+// (catchup.go): the same reading code on a session and collector of its
+// own, from the processor's position until it is current again.
 package vcenter
 
 import (
@@ -75,6 +79,9 @@ type tuning struct {
 	late time.Duration
 	// direct makes SOAP calls in the calling goroutine (directTransport).
 	direct bool
+	// catchUpPoll is how long a catch-up reader that has read everything
+	// vCenter holds, and is not caught up, waits before reading again.
+	catchUpPoll time.Duration
 }
 
 func defaultTuning() tuning {
@@ -89,6 +96,8 @@ func defaultTuning() tuning {
 		readBatch:  1000,
 		late:       5 * time.Second,
 		direct:     true,
+
+		catchUpPoll: 250 * time.Millisecond,
 	}
 }
 
@@ -377,7 +386,7 @@ func (s *Stream) session(ctx context.Context, h gateway.StreamHandler, cur **cur
 	}
 	s.lastUUID = cn.uuid
 
-	f := &follower{s: s, cn: cn, cur: *cur, h: h}
+	f := &follower{s: s, log: s.log, cn: cn, cur: *cur, h: h, unreadable: &s.unreadable}
 	if err := f.start(ctx); err != nil {
 		return false, err
 	}

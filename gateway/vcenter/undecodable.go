@@ -269,7 +269,7 @@ func (f *follower) readNext(ctx context.Context) ([]types.BaseEvent, error) {
 	if bad == 0 {
 		return nil, err
 	}
-	f.s.log.Warn("vCenter's events did not decode; decoded them one by one", "undecodable", bad, "err", err)
+	f.log.Warn("vCenter's events did not decode; decoded them one by one", "undecodable", bad, "err", err)
 	return evs, nil
 }
 
@@ -306,7 +306,7 @@ func (f *follower) waitForUpdates(ctx context.Context, req *types.WaitForUpdates
 	if derr := d.Decode(&soap.Envelope{Body: &resBody}); derr != nil || resBody.Res == nil {
 		return nil, false, err
 	}
-	f.s.log.Warn("the latest page holds events that do not decode; reading the history", "undecodable", cut, "err", err)
+	f.log.Warn("the latest page holds events that do not decode; reading the history", "undecodable", cut, "err", err)
 	return resBody.Res.Returnval, true, nil
 }
 
@@ -318,7 +318,7 @@ func (f *follower) handBad(ctx context.Context, b *badEvent) error {
 	var sum [32]byte
 	if !b.readable {
 		sum = sha256.Sum256([]byte(b.raw))
-		if f.s.unreadable[sum] {
+		if (*f.unreadable)[sum] {
 			return nil
 		}
 	}
@@ -326,15 +326,18 @@ func (f *follower) handBad(ctx context.Context, b *badEvent) error {
 	if err := f.h.Undecodable(ctx, u); err != nil {
 		return err
 	}
-	f.s.deadLettered.Inc()
+	f.handed++
+	if !f.catchUp {
+		f.s.deadLettered.Inc()
+	}
 	if b.readable {
 		f.cur.advance(&b.Event)
 		return nil
 	}
-	if f.s.unreadable == nil || len(f.s.unreadable) >= maxUnreadable {
-		f.s.unreadable = map[[32]byte]bool{}
+	if *f.unreadable == nil || len(*f.unreadable) >= maxUnreadable {
+		*f.unreadable = map[[32]byte]bool{}
 	}
-	f.s.unreadable[sum] = true
+	(*f.unreadable)[sum] = true
 	return nil
 }
 

@@ -338,3 +338,58 @@ func (s *Sim) CreateVMs(prefix string, n int) []VM {
 	}
 	return vms
 }
+
+// maxCollectors is the simulator's limit of event history collectors (in
+// all sessions together; vCenter's is 32 per session).
+const maxCollectors = 32
+
+// Collectors returns how many event history collectors exist in the
+// simulator, in every session. The simulator does not list them: it
+// creates collectors over SOAP until the simulator refuses (at 32 in all),
+// then destroys them. Call it while no stream creates or drops collectors.
+func (s *Sim) Collectors() int {
+	s.t.Helper()
+	ctx := context.Background()
+	u, err := url.Parse(s.URL)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	c, err := vim25.NewClient(ctx, soap.NewClient(u, true))
+	if err != nil {
+		s.t.Fatalf("vcsimtest: connecting to the simulator: %v", err)
+	}
+	if _, err := methods.Login(ctx, c, &types.Login{This: *c.ServiceContent.SessionManager, UserName: User, Password: Password}); err != nil {
+		s.t.Fatalf("vcsimtest: logging in to the simulator: %v", err)
+	}
+	// The probe's session ends with it, so it is not counted by a test
+	// looking at the sessions.
+	defer func() {
+		_, _ = methods.Logout(ctx, c, &types.Logout{This: *c.ServiceContent.SessionManager})
+		c.CloseIdleConnections()
+	}()
+	var made []types.ManagedObjectReference
+	defer func() {
+		for _, ref := range made {
+			if _, err := methods.DestroyCollector(ctx, c, &types.DestroyCollector{This: ref}); err != nil {
+				s.t.Errorf("vcsimtest: destroying a probe collector: %v", err)
+			}
+		}
+	}()
+	now := time.Now()
+	for len(made) < maxCollectors {
+		res, err := methods.CreateCollectorForEvents(ctx, c, &types.CreateCollectorForEvents{
+			This:   *c.ServiceContent.EventManager,
+			Filter: types.EventFilterSpec{Time: &types.EventFilterSpecByTime{BeginTime: &now}},
+		})
+		if err != nil {
+			if soap.IsSoapFault(err) {
+				if _, ok := soap.ToSoapFault(err).VimFault().(types.InvalidState); ok {
+					break
+				}
+			}
+			s.t.Fatalf("vcsimtest: creating a probe collector: %v", err)
+		}
+		made = append(made, res.Returnval)
+	}
+	return maxCollectors - len(made)
+}
