@@ -22,9 +22,10 @@ import (
 // backpressure on the stream instead of memory growing without bound and a
 // checkpoint falling ever further behind.
 type ledger struct {
-	max   int              // entries held before add waits
-	gauge prometheus.Gauge // entries held (eventrouter_watermark_pending_events)
-	lag   prometheus.Gauge // newest minus watermark (eventrouter_watermark_lag_seconds)
+	stream string           // the stream's name, for /readyz
+	max    int              // entries held before add waits
+	gauge  prometheus.Gauge // entries held (eventrouter_watermark_pending_events)
+	lag    prometheus.Gauge // newest minus watermark (eventrouter_watermark_lag_seconds)
 
 	mu      sync.Mutex
 	next    uint64 // sequence number of the next entry
@@ -51,6 +52,11 @@ func newLedger(max int, gauge, lag prometheus.Gauge) *ledger {
 // destination) and returns its sequence number; remaining 0 is done at
 // once. While the ledger is full it waits for room, or returns ctx's error.
 func (l *ledger) add(ctx context.Context, pos Position, remaining int) (uint64, error) {
+	return l.addUntil(ctx, pos, remaining, nil)
+}
+
+// addUntil is add that gives up with errFull when full fires first.
+func (l *ledger) addUntil(ctx context.Context, pos Position, remaining int, full <-chan time.Time) (uint64, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for len(l.entries) >= l.max {
@@ -61,6 +67,9 @@ func (l *ledger) add(ctx context.Context, pos Position, remaining int) (uint64, 
 		l.mu.Unlock()
 		select {
 		case <-space:
+		case <-full:
+			l.mu.Lock()
+			return 0, errFull
 		case <-ctx.Done():
 			l.mu.Lock()
 			return 0, ctx.Err()
