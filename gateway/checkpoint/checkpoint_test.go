@@ -139,7 +139,7 @@ type fakeWM struct {
 }
 
 func (f *fakeWM) Watermark(string) (gateway.Position, bool) { return f.wm, f.ok }
-func (f *fakeWM) Pending() (int, gateway.Position)    { return 0, f.newest }
+func (f *fakeWM) Pending() (int, gateway.Position)          { return 0, f.newest }
 
 func TestKeeper(t *testing.T) {
 	dir := t.TempDir()
@@ -310,7 +310,7 @@ func TestUnreadableCheckpointIsAnError(t *testing.T) {
 type countingWM struct{ n atomic.Int32 }
 
 func (c *countingWM) Watermark(string) (gateway.Position, bool) { return pos(1000, c.n.Add(1)), true }
-func (c *countingWM) Pending() (int, gateway.Position)    { return 0, gateway.Position{} }
+func (c *countingWM) Pending() (int, gateway.Position)          { return 0, gateway.Position{} }
 
 // watchFS records every checkpoint a Store commits and whether two saves
 // ever ran at once.

@@ -52,11 +52,11 @@ type Keeper struct {
 	at      map[string]gateway.Position // each processor's, written or resumed from
 	// ahead holds the resumed positions of processors ahead of the
 	// stream's: until its watermark passes it, such a processor is there.
-	ahead map[string]gateway.Position
-	broken  error                       // a checkpoint could not be read: never save
-	stopped bool                        // Stop wrote the final checkpoint
-	stop    chan struct{}               // closed by Stop
-	done    chan struct{}               // closed when Start's loop returns; nil before Start
+	ahead   map[string]gateway.Position
+	broken  error         // a checkpoint could not be read: never save
+	stopped bool          // Stop wrote the final checkpoint
+	stop    chan struct{} // closed by Stop
+	done    chan struct{} // closed when Start's loop returns; nil before Start
 }
 
 // NewKeeper returns a keeper for one stream, named stream, taken by procs.
