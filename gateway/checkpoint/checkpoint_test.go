@@ -186,6 +186,7 @@ func TestKeeper(t *testing.T) {
 
 func FuzzParse(f *testing.F) {
 	f.Add([]byte(`{"version":1,"instanceUuid":"` + uuid + `","source":"` + source + `","watermark":{"createdTime":"2026-01-01T00:00:00Z","key":1},"updated":"2026-01-01T00:00:00Z"}`))
+	f.Add([]byte(`{"version":2,"instanceUuid":"` + uuid + `","source":"` + source + `","watermark":{"createdTime":"2026-01-01T00:00:00Z","key":1},"processors":{"openfaas":{"createdTime":"2026-01-01T00:00:01Z","key":2}},"updated":"2026-01-01T00:00:00Z"}`))
 	f.Add([]byte(""))
 	f.Add([]byte("{}"))
 	f.Add([]byte(`{"version":1,"watermark":{"key":99999999999}}`))
@@ -193,6 +194,11 @@ func FuzzParse(f *testing.F) {
 		file, err := Parse(data, source)
 		if err == nil && (file.Source != source || file.InstanceUUID == "" || file.Watermark.Time.IsZero()) {
 			t.Fatalf("accepted %q as %+v", data, file)
+		}
+		for name, p := range file.Processors {
+			if err == nil && (name == "" || p.Before(file.Watermark)) {
+				t.Fatalf("accepted %q with processor %q at %+v before the watermark", data, name, p)
+			}
 		}
 	})
 }
