@@ -47,6 +47,10 @@ type DispatcherOptions struct {
 	// in flight before its goroutine, queue and metric series are released
 	// (DefaultIdleTimeout); the next event for it creates it again.
 	IdleTimeout time.Duration
+	// Gauges, when set, is shared by the dispatchers of the processors
+	// taking a stream, so that the stream's pending and lag gauges show the
+	// processor furthest behind; without it the dispatcher sets them alone.
+	Gauges *StreamGauges
 	// Finished, when set, is called once per event and destination when
 	// the dispatcher is done with it: result "ok" or "dead_letter".
 	Finished func(ev *Event, dest, result string)
@@ -209,8 +213,15 @@ func (d *Dispatcher) ledgerFor(stream string) *ledger {
 	if l, ok := old[stream]; ok {
 		return l
 	}
-	l := newLedger(d.o.MaxPending, d.o.Metrics.WatermarkPending.WithLabelValues(stream),
-		d.o.Metrics.WatermarkLag.WithLabelValues(stream))
+	var l *ledger
+	if d.o.Gauges != nil {
+		l = newLedger(d.o.MaxPending, nil, nil)
+		l.share = d.o.Gauges.stream(stream)
+		l.setGauge()
+	} else {
+		l = newLedger(d.o.MaxPending, d.o.Metrics.WatermarkPending.WithLabelValues(stream),
+			d.o.Metrics.WatermarkLag.WithLabelValues(stream))
+	}
 	l.stream = stream
 	m := make(map[string]*ledger, len(old)+1)
 	for k, v := range old {

@@ -7,6 +7,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/vmware-samples/vmware-event-router/gateway/metrics"
 )
 
 // keys returns the keys of the events delivered to dest, in order.
@@ -218,4 +222,49 @@ func TestDegradedPerStream(t *testing.T) {
 	close(p.gate)
 	eventually(t, "no degraded line", func() bool { return len(d.Degraded()) == 0 })
 	closeDispatcher(t, d)
+}
+
+// TestSharedStreamGauges: with several processors on a stream, the
+// stream's pending and lag gauges show the processor furthest behind,
+// whichever ledger changed last.
+func TestSharedStreamGauges(t *testing.T) {
+	m := metrics.New()
+	g := NewStreamGauges(m)
+	newDisp := func(p *fakeProcessor) *Dispatcher {
+		return newTestDispatcher(p, &memSink{}, func(o *DispatcherOptions) { o.Metrics, o.Gauges = m, g })
+	}
+	fast, slow := newFake("f"), newFake("f")
+	slow.result = func(_ string, e *Event, _ int) error {
+		if e.Key > 1 {
+			return Unreachable(errors.New("connection refused"))
+		}
+		return nil
+	}
+	df, ds := newDisp(fast), newDisp(slow)
+	r := NewRouter(RouterOptions{Stream: "vc", Log: discard(),
+		Chain:  chainFunc(func(_ context.Context, e *Event) (*Event, error) { return e, nil }),
+		Routes: []Route{{Name: "slow", Dispatcher: ds}, {Name: "fast", Dispatcher: df}}})
+	ctx := context.Background()
+	for k := int32(1); k <= 4; k++ {
+		if err := r.Handle(ctx, ev(k, "vm-1")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, "the slow processor at key 1", func() bool { wm, ok := ds.Watermark("vc"); return ok && wm.Key == 1 })
+	eventually(t, "the fast processor at key 4", func() bool { wm, ok := df.Watermark("vc"); return ok && wm.Key == 4 })
+	if v := promtest.ToFloat64(m.WatermarkPending.WithLabelValues("vc")); v != 3 {
+		t.Errorf("pending %v, want the slow processor's 3", v)
+	}
+	// ev's times are one second per key: newest 4, slow's watermark 1.
+	if v := promtest.ToFloat64(m.WatermarkLag.WithLabelValues("vc")); v != 3 {
+		t.Errorf("lag %vs, want the slow processor's 3s", v)
+	}
+	slow.mu.Lock()
+	slow.result = nil
+	slow.mu.Unlock()
+	eventually(t, "the slow processor caught up", func() bool { wm, ok := ds.Watermark("vc"); return ok && wm.Key == 4 })
+	eventually(t, "the gauges at zero", func() bool {
+		return promtest.ToFloat64(m.WatermarkPending.WithLabelValues("vc")) == 0 && promtest.ToFloat64(m.WatermarkLag.WithLabelValues("vc")) == 0
+	})
+	closeAll(t, df, ds)
 }
