@@ -334,6 +334,12 @@ func (d *Dispatcher) submit(ctx context.Context, ev *Event, dests []string, wait
 		// such events go in parallel.
 		key = fmt.Sprintf("#%d", seq)
 	}
+	if led.stream != d.o.Stream {
+		// Object names (vm-42) and sequence numbers repeat from one
+		// vCenter to the next: events of other streams are ordered per
+		// stream and object.
+		key = led.stream + "/" + key
+	}
 	for _, dst := range ds {
 		dst.push(&item{ev: ev, key: key, led: led, seq: seq})
 		dst.users.Add(-1)
@@ -360,12 +366,29 @@ func (d *Dispatcher) DoneAt(ctx context.Context, stream string, pos Position) er
 // stream) below which every event is finished for this processor, and
 // false before the first one.
 func (d *Dispatcher) Watermark(stream string) (Position, bool) {
-	return d.ledgerFor(stream).watermark()
+	if l := d.lookup(stream); l != nil {
+		return l.watermark()
+	}
+	return Position{}, false
 }
 
 // Pending returns the number of events of the named stream not finished
 // yet and the newest position submitted.
-func (d *Dispatcher) Pending(stream string) (int, Position) { return d.ledgerFor(stream).pending() }
+func (d *Dispatcher) Pending(stream string) (int, Position) {
+	if l := d.lookup(stream); l != nil {
+		return l.pending()
+	}
+	return 0, Position{}
+}
+
+// lookup returns the named stream's ledger, or nil before its first event:
+// asking creates none (nor its metric series).
+func (d *Dispatcher) lookup(stream string) *ledger {
+	if stream == "" {
+		stream = d.o.Stream
+	}
+	return (*d.ledgers.Load())[stream]
+}
 
 // Processor returns the processor the dispatcher delivers for.
 func (d *Dispatcher) Processor() Processor { return d.o.Processor }
