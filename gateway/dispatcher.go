@@ -103,6 +103,7 @@ type Dispatcher struct {
 	// hot path reads it without a lock.
 	ledgers  atomic.Pointer[map[string]*ledger]
 	ledgerMu sync.Mutex // serializes adding a ledger
+	def      *ledger    // the default stream's, without a map lookup
 	stat     *metrics.Stat
 	ctx      context.Context // cancelled when Close gives up waiting
 	cancel   context.CancelFunc
@@ -185,7 +186,9 @@ func NewDispatcher(o DispatcherOptions) *Dispatcher {
 	}
 	d := &Dispatcher{o: o, sem: make(chan struct{}, o.Concurrency), dests: map[string]*destination{}}
 	d.ledgers.Store(&map[string]*ledger{})
-	d.ledgerFor(o.Stream) // the default stream's gauges exist from the start, as before
+	// The default stream's ledger and gauges exist from the start, as
+	// before.
+	d.def = d.ledgerFor(o.Stream)
 	d.batch = BatchLimits{MaxEvents: 1}
 	if b, ok := o.Processor.(Batcher); ok {
 		d.batch = b.BatchLimits()
@@ -201,6 +204,9 @@ func NewDispatcher(o DispatcherOptions) *Dispatcher {
 // ledgerFor returns the watermark ledger of the named stream ("" is the
 // default stream), creating it on first use.
 func (d *Dispatcher) ledgerFor(stream string) *ledger {
+	if d.def != nil && (stream == "" || stream == d.o.Stream) {
+		return d.def
+	}
 	if stream == "" {
 		stream = d.o.Stream
 	}
