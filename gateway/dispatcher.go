@@ -204,9 +204,16 @@ func NewDispatcher(o DispatcherOptions) *Dispatcher {
 // ledgerFor returns the watermark ledger of the named stream ("" is the
 // default stream), creating it on first use.
 func (d *Dispatcher) ledgerFor(stream string) *ledger {
+	// Small enough to inline: the default stream is the hot path.
 	if d.def != nil && (stream == "" || stream == d.o.Stream) {
 		return d.def
 	}
+	return d.otherLedger(stream)
+}
+
+// otherLedger is ledgerFor for a stream other than the default, and for
+// the default one while NewDispatcher creates it.
+func (d *Dispatcher) otherLedger(stream string) *ledger {
 	if stream == "" {
 		stream = d.o.Stream
 	}
@@ -358,7 +365,8 @@ func (d *Dispatcher) submit(ctx context.Context, ev *Event, dests []string, wait
 // of its stream moves past it. It waits while that stream's ledger is full
 // and returns an error only when ctx is done.
 func (d *Dispatcher) Done(ctx context.Context, ev *Event) error {
-	return d.DoneAt(ctx, ev.Stream, ev.Position())
+	_, err := d.ledgerFor(ev.Stream).add(ctx, ev.Position(), 0)
+	return err
 }
 
 // DoneAt records a position of the named stream that needs no delivery

@@ -149,11 +149,7 @@ func (l *ledger) advance() bool {
 
 func (l *ledger) setGauge() {
 	if l.share != nil {
-		lag := -1.0
-		if l.hasMark {
-			lag = max(l.newest.Time.Sub(l.mark.Time).Seconds(), 0)
-		}
-		l.share.set(l, float64(len(l.entries)), lag)
+		l.setShared()
 		return
 	}
 	// The lag is kept here, where both ends change, rather than sampled
@@ -200,6 +196,15 @@ func (l *ledger) oldest() (o oldest, ok bool) {
 	}
 	return oldest{seq: l.head, pos: l.entries[0].pos, since: l.since, held: len(l.entries),
 		full: len(l.entries) >= l.max}, true
+}
+
+// setShared reports the ledger's values to the stream's shared gauges.
+func (l *ledger) setShared() {
+	lag := -1.0
+	if l.hasMark {
+		lag = max(l.newest.Time.Sub(l.mark.Time).Seconds(), 0)
+	}
+	l.share.set(l, float64(len(l.entries)), lag)
 }
 
 // StreamGauges holds each stream's eventrouter_watermark_pending_events
