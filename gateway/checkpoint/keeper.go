@@ -113,7 +113,9 @@ func (k *Keeper) ResumeAll(instanceUUID, source string, now time.Time) (gateway.
 		// first watermark is written resumes here rather than at a later
 		// "now" that would skip what was in flight.
 		start := gateway.Position{Time: now, Key: math.MinInt32}
-		k.save(start, k.everyAt(start, nil), "writing the initial checkpoint failed")
+		at := k.everyAt(start, nil)
+		k.resumedAt(start, at, nil)
+		k.save(start, at, "writing the initial checkpoint failed")
 		return gateway.Resume{}, false
 	}
 	pos := f.Watermark
@@ -145,18 +147,21 @@ func (k *Keeper) ResumeAll(instanceUUID, source string, now time.Time) (gateway.
 			ahead[name] = q
 		}
 	}
-	k.mu.Lock()
-	k.ahead = ahead
-	k.mu.Unlock()
+	// Recorded before any save, so that Flush works from here even when
+	// the save below fails.
+	k.resumedAt(pos, at, ahead)
 	if f.InstanceUUID != instanceUUID {
 		k.save(pos, at, "writing the checkpoint under the new instance UUID failed")
-	} else {
-		k.mu.Lock()
-		k.written, k.at = pos, at
-		k.mu.Unlock()
 	}
 	k.log.Info("resuming from checkpoint", "vcenter", source, "stream", k.stream, "created_time", pos.Time, "key", pos.Key)
 	return gateway.Resume{Position: pos, Processors: at}, true
+}
+
+// resumedAt records where the stream and its processors resumed.
+func (k *Keeper) resumedAt(pos gateway.Position, at, ahead map[string]gateway.Position) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.written, k.at, k.ahead = pos, at, ahead
 }
 
 // everyAt returns every processor's position: its own, when it comes after

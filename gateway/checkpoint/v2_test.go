@@ -242,3 +242,24 @@ func TestPerProcessorResume(t *testing.T) {
 		t.Errorf("final checkpoint %+v: want version %d at key 12", f, Version)
 	}
 }
+
+// TestInitialSaveFails: when the initial checkpoint cannot be written (a
+// full disk), the keeper still writes once a watermark moves.
+func TestInitialSaveFails(t *testing.T) {
+	fsys := &crashFS{failRename: true}
+	s, _ := NewStore(t.TempDir(), fsys, quiet())
+	w := &mapWM{}
+	k := NewKeeper(s, one(w), 0, "vc", quiet(), metrics.New())
+	if _, ok := k.ResumeAll(uuid, source, time.Unix(1_000_000, 0)); ok {
+		t.Fatal("resumed without a checkpoint")
+	}
+	if _, ok, _ := s.Load(uuid, source); ok {
+		t.Fatal("the initial checkpoint was written through a failing rename")
+	}
+	fsys.failRename = false
+	w.set("vc", pos(1_000_001, 5))
+	k.Flush()
+	if f, ok, err := s.Load(uuid, source); err != nil || !ok || f.Watermark != pos(1_000_001, 5) {
+		t.Errorf("checkpoint %+v %v %v, want the watermark written once the disk works", f, ok, err)
+	}
+}
