@@ -268,3 +268,26 @@ func TestSharedStreamGauges(t *testing.T) {
 	})
 	closeAll(t, df, ds)
 }
+
+// TestRouterUndecodableFanOut: an undecodable event's dead letter is
+// written once, and its position is done for every processor.
+func TestRouterUndecodableFanOut(t *testing.T) {
+	sink := &memSink{}
+	d1, d2 := newTestDispatcher(newFake("f"), sink, nil), newTestDispatcher(newFake("g"), sink, nil)
+	r := NewRouter(RouterOptions{Stream: "vc", Log: discard(),
+		Chain:  chainFunc(func(_ context.Context, e *Event) (*Event, error) { return e, nil }),
+		Routes: []Route{{Name: "one", Dispatcher: d1}, {Name: "two", Dispatcher: d2}}})
+	at := Position{Time: time.Unix(100, 0), Key: 7}
+	if err := r.Undecodable(context.Background(), Undecodable{Position: at, Raw: "<bad/>", Err: errors.New("xml: syntax error")}); err != nil {
+		t.Fatal(err)
+	}
+	if n := sink.len(); n != 1 {
+		t.Errorf("%d dead letters, want one", n)
+	}
+	for _, d := range []*Dispatcher{d1, d2} {
+		if wm, ok := d.Watermark("vc"); !ok || wm != at {
+			t.Errorf("watermark %+v %v, want the undecodable event's position", wm, ok)
+		}
+	}
+	closeAll(t, d1, d2)
+}
