@@ -31,12 +31,13 @@ type DispatcherOptions struct {
 	Sink          DeadLetterSink
 	Log           *slog.Logger
 	Metrics       *metrics.Metrics
-	// Stream names the stream the events come from: the label of
-	// eventrouter_watermark_pending_events and the name in its /readyz
-	// line ("stream" when empty).
+	// Stream names the default stream: the one of events whose
+	// Event.Stream is "" ("stream" when empty). Each stream has its own
+	// watermark ledger, labelled and named in /readyz by its name.
 	Stream string
-	// MaxPending caps the events read but not acknowledged (the watermark
-	// ledger): Submit, Done and DoneAt wait while it is reached.
+	// MaxPending caps the events of one stream read but not acknowledged
+	// (its watermark ledger): Submit, Done and DoneAt wait while it is
+	// reached.
 	// DefaultMaxPending, or twice QueueSize when that is more.
 	MaxPending int
 	// DegradedAfter is how long the oldest unacknowledged event may wait
@@ -46,6 +47,10 @@ type DispatcherOptions struct {
 	// in flight before its goroutine, queue and metric series are released
 	// (DefaultIdleTimeout); the next event for it creates it again.
 	IdleTimeout time.Duration
+	// Gauges, when set, is shared by the dispatchers of the processors
+	// taking a stream, so that the stream's pending and lag gauges show the
+	// processor furthest behind; without it the dispatcher sets them alone.
+	Gauges *StreamGauges
 	// Finished, when set, is called once per event and destination when
 	// the dispatcher is done with it: result "ok" or "dead_letter".
 	Finished func(ev *Event, dest, result string)
@@ -91,14 +96,18 @@ const (
 // timeout leaves the other half to the healthy ones; a destination alone
 // uses them all.
 type Dispatcher struct {
-	o      DispatcherOptions
-	batch  BatchLimits
-	sem    chan struct{} // deliveries in flight
-	ledger *ledger
-	stat   *metrics.Stat
-	ctx    context.Context // cancelled when Close gives up waiting
-	cancel context.CancelFunc
-	ndests atomic.Int32 // len(dests), for the loops to read without mu
+	o     DispatcherOptions
+	batch BatchLimits
+	sem   chan struct{} // deliveries in flight
+	// ledgers holds one watermark ledger per stream, copied on write: the
+	// hot path reads it without a lock.
+	ledgers  atomic.Pointer[map[string]*ledger]
+	ledgerMu sync.Mutex // serializes adding a ledger
+	def      *ledger    // the default stream's, without a map lookup
+	stat     *metrics.Stat
+	ctx      context.Context // cancelled when Close gives up waiting
+	cancel   context.CancelFunc
+	ndests   atomic.Int32 // len(dests), for the loops to read without mu
 
 	mu     sync.Mutex
 	dests  map[string]*destination
@@ -110,9 +119,10 @@ type Dispatcher struct {
 type item struct {
 	ev       *Event
 	key      string // ordering key: the entity, or unique when it has none
-	seq      uint64
-	attempts int   // counted failures; written under the destination's mu
-	err      error // the last counted failure, for /readyz; under mu
+	led      *ledger
+	seq      uint64 // in led
+	attempts int    // counted failures; written under the destination's mu
+	err      error  // the last counted failure, for /readyz; under mu
 }
 
 // destination is one queue: an OpenFaaS function, the EventBridge bus.
@@ -175,8 +185,10 @@ func NewDispatcher(o DispatcherOptions) *Dispatcher {
 		o.IdleTimeout = DefaultIdleTimeout
 	}
 	d := &Dispatcher{o: o, sem: make(chan struct{}, o.Concurrency), dests: map[string]*destination{}}
-	d.ledger = newLedger(o.MaxPending, o.Metrics.WatermarkPending.WithLabelValues(o.Stream),
-		o.Metrics.WatermarkLag.WithLabelValues(o.Stream))
+	d.ledgers.Store(&map[string]*ledger{})
+	// The default stream's ledger and gauges exist from the start, as
+	// before.
+	d.def = d.ledgerFor(o.Stream)
 	d.batch = BatchLimits{MaxEvents: 1}
 	if b, ok := o.Processor.(Batcher); ok {
 		d.batch = b.BatchLimits()
@@ -189,17 +201,98 @@ func NewDispatcher(o DispatcherOptions) *Dispatcher {
 	return d
 }
 
+// ledgerFor returns the watermark ledger of the named stream ("" is the
+// default stream), creating it on first use.
+func (d *Dispatcher) ledgerFor(stream string) *ledger {
+	// Small enough to inline: the default stream is the hot path.
+	if d.def != nil && (stream == "" || stream == d.o.Stream) {
+		return d.def
+	}
+	return d.otherLedger(stream)
+}
+
+// otherLedger is ledgerFor for a stream other than the default, and for
+// the default one while NewDispatcher creates it.
+func (d *Dispatcher) otherLedger(stream string) *ledger {
+	if stream == "" {
+		stream = d.o.Stream
+	}
+	if l, ok := (*d.ledgers.Load())[stream]; ok {
+		return l
+	}
+	d.ledgerMu.Lock()
+	defer d.ledgerMu.Unlock()
+	old := *d.ledgers.Load()
+	if l, ok := old[stream]; ok {
+		return l
+	}
+	var l *ledger
+	if d.o.Gauges != nil {
+		l = newLedger(d.o.MaxPending, nil, nil)
+		l.share = d.o.Gauges.stream(stream)
+		l.setGauge()
+	} else {
+		l = newLedger(d.o.MaxPending, d.o.Metrics.WatermarkPending.WithLabelValues(stream),
+			d.o.Metrics.WatermarkLag.WithLabelValues(stream))
+	}
+	l.stream = stream
+	m := make(map[string]*ledger, len(old)+1)
+	for k, v := range old {
+		m[k] = v
+	}
+	m[stream] = l
+	d.ledgers.Store(&m)
+	return l
+}
+
+// eachLedger returns the ledgers in stream name order.
+func (d *Dispatcher) eachLedger() []*ledger {
+	m := *d.ledgers.Load()
+	ls := make([]*ledger, 0, len(m))
+	for _, l := range m {
+		ls = append(ls, l)
+	}
+	slices.SortFunc(ls, func(a, b *ledger) int { return strings.Compare(a.stream, b.stream) })
+	return ls
+}
+
 // Submit queues ev for every destination the processor names. It blocks
-// while a destination's queue or the watermark ledger is full (the stream
-// waits) and returns an error only when ctx is done or the dispatcher is
-// closed.
+// while a destination's queue or the stream's watermark ledger is full (the
+// stream waits) and returns an error only when ctx is done or the
+// dispatcher is closed.
 func (d *Dispatcher) Submit(ctx context.Context, ev *Event) error {
-	return d.SubmitTo(ctx, ev, d.o.Processor.Destinations(ev))
+	_, err := d.submit(ctx, ev, d.o.Processor.Destinations(ev), -1)
+	return err
 }
 
 // SubmitTo queues ev for the named destinations, as Submit does; replay
 // uses it to send a dead letter back to the one destination that gave up.
 func (d *Dispatcher) SubmitTo(ctx context.Context, ev *Event, dests []string) error {
+	_, err := d.submit(ctx, ev, dests, -1)
+	return err
+}
+
+// TrySubmit is Submit that waits at most wait for room in the
+// destinations' queues and the stream's ledger: it reports false, having
+// queued and registered nothing, when there was none. With several
+// processors on a stream, the router will use it to detach a processor
+// whose queue is full instead of holding the stream for the others.
+func (d *Dispatcher) TrySubmit(ctx context.Context, ev *Event, wait time.Duration) (bool, error) {
+	return d.submit(ctx, ev, d.o.Processor.Destinations(ev), max(wait, 0))
+}
+
+// errFull is submit's "no room within the wait".
+var errFull = errors.New("queue full")
+
+// submit queues ev for dests. wait < 0 waits for room as long as ctx
+// lasts; otherwise submit gives up after wait and reports false.
+func (d *Dispatcher) submit(ctx context.Context, ev *Event, dests []string, wait time.Duration) (bool, error) {
+	var full <-chan time.Time
+	if wait >= 0 {
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		full = t.C
+	}
 	var ds []*destination
 	// unwind gives back what a Submit cut short took, so that it registers
 	// nothing and the ledger's count stays exact.
@@ -213,21 +306,37 @@ func (d *Dispatcher) SubmitTo(ctx context.Context, ev *Event, dests []string) er
 		dst, err := d.destination(name)
 		if err != nil {
 			unwind()
-			return err
+			return false, err
+		}
+		// Room now is taken at once, even when a zero wait has already
+		// expired.
+		select {
+		case dst.space <- struct{}{}:
+			ds = append(ds, dst)
+			continue
+		default:
 		}
 		select {
 		case dst.space <- struct{}{}:
 			ds = append(ds, dst)
+		case <-full:
+			dst.users.Add(-1)
+			unwind()
+			return false, nil
 		case <-ctx.Done():
 			dst.users.Add(-1)
 			unwind()
-			return ctx.Err()
+			return false, ctx.Err()
 		}
 	}
-	seq, err := d.ledger.add(ctx, ev.Position(), len(ds))
+	led := d.ledgerFor(ev.Stream)
+	seq, err := led.addUntil(ctx, ev.Position(), len(ds), full)
 	if err != nil {
 		unwind()
-		return err
+		if errors.Is(err, errFull) {
+			return false, nil
+		}
+		return false, err
 	}
 	if len(ds) == 0 {
 		d.o.Log.Debug("no destination for event", "key", ev.Key, "subject", ev.Subject)
@@ -238,34 +347,65 @@ func (d *Dispatcher) SubmitTo(ctx context.Context, ev *Event, dests []string) er
 		// such events go in parallel.
 		key = fmt.Sprintf("#%d", seq)
 	}
+	if led.stream != d.o.Stream {
+		// Object names (vm-42) and sequence numbers repeat from one
+		// vCenter to the next: events of other streams are ordered per
+		// stream and object.
+		key = led.stream + "/" + key
+	}
 	for _, dst := range ds {
-		dst.push(&item{ev: ev, key: key, seq: seq})
+		dst.push(&item{ev: ev, key: key, led: led, seq: seq})
 		dst.users.Add(-1)
 	}
-	return nil
+	return true, nil
 }
 
 // Done records an event that needs no delivery (a filter dropped or
-// dead-lettered it), so the watermark moves past it. It waits while the
-// watermark ledger is full and returns an error only when ctx is done.
+// dead-lettered it, or this processor does not take it), so the watermark
+// of its stream moves past it. It waits while that stream's ledger is full
+// and returns an error only when ctx is done.
 func (d *Dispatcher) Done(ctx context.Context, ev *Event) error {
-	return d.DoneAt(ctx, ev.Position())
-}
-
-// DoneAt records a position that needs no delivery (an undecodable event),
-// as Done does.
-func (d *Dispatcher) DoneAt(ctx context.Context, pos Position) error {
-	_, err := d.ledger.add(ctx, pos, 0)
+	_, err := d.ledgerFor(ev.Stream).add(ctx, ev.Position(), 0)
 	return err
 }
 
-// Watermark returns the position below which every event is finished, and
-// false before the first one.
-func (d *Dispatcher) Watermark() (Position, bool) { return d.ledger.watermark() }
+// DoneAt records a position of the named stream that needs no delivery
+// (an undecodable event), as Done does.
+func (d *Dispatcher) DoneAt(ctx context.Context, stream string, pos Position) error {
+	_, err := d.ledgerFor(stream).add(ctx, pos, 0)
+	return err
+}
 
-// Pending returns the number of events not finished yet and the newest
-// position submitted.
-func (d *Dispatcher) Pending() (int, Position) { return d.ledger.pending() }
+// Watermark returns the position of the named stream ("" is the default
+// stream) below which every event is finished for this processor, and
+// false before the first one.
+func (d *Dispatcher) Watermark(stream string) (Position, bool) {
+	if l := d.lookup(stream); l != nil {
+		return l.watermark()
+	}
+	return Position{}, false
+}
+
+// Pending returns the number of events of the named stream not finished
+// yet and the newest position submitted.
+func (d *Dispatcher) Pending(stream string) (int, Position) {
+	if l := d.lookup(stream); l != nil {
+		return l.pending()
+	}
+	return 0, Position{}
+}
+
+// lookup returns the named stream's ledger, or nil before its first event:
+// asking creates none (nor its metric series).
+func (d *Dispatcher) lookup(stream string) *ledger {
+	if stream == "" {
+		stream = d.o.Stream
+	}
+	return (*d.ledgers.Load())[stream]
+}
+
+// Processor returns the processor the dispatcher delivers for.
+func (d *Dispatcher) Processor() Processor { return d.o.Processor }
 
 // DeadLetter hands a letter to the sink, counting it; if the sink fails the
 // whole event is logged at error level so it is never silently lost. When
@@ -682,7 +822,7 @@ func (dst *destination) pop(it *item) {
 	dst.depth.Set(float64(dst.queued))
 	dst.mu.Unlock()
 	<-dst.space
-	dst.d.ledger.done(it.seq)
+	it.led.done(it.seq)
 }
 
 // backoff returns the wait before attempt n+1: exponential from lo, capped
@@ -711,10 +851,14 @@ func (d *Dispatcher) Degraded() []string {
 	slices.SortFunc(dests, func(a, b *destination) int { return strings.Compare(a.name, b.name) })
 
 	var lines []string
-	if o, ok := d.ledger.oldest(); ok && now.Sub(o.since) >= d.o.DegradedAfter {
+	for _, led := range d.eachLedger() {
+		o, ok := led.oldest()
+		if !ok || now.Sub(o.since) < d.o.DegradedAfter {
+			continue
+		}
 		var waits []string
 		for _, dst := range dests {
-			if w, ok := dst.waiting(o.seq); ok {
+			if w, ok := dst.waiting(led, o.seq); ok {
 				waits = append(waits, w)
 			}
 		}
@@ -726,7 +870,7 @@ func (d *Dispatcher) Degraded() []string {
 			paused = ", the cap: reading paused"
 		}
 		lines = append(lines, fmt.Sprintf("stream %s: held for %s by processor %s (%s); the checkpoint waits at event key %d created %s, %d events unacknowledged%s",
-			d.o.Stream, now.Sub(o.since).Round(time.Second), d.o.ProcessorName, strings.Join(waits, "; "),
+			led.stream, now.Sub(o.since).Round(time.Second), d.o.ProcessorName, strings.Join(waits, "; "),
 			o.pos.Key, o.pos.Time.UTC().Format(time.RFC3339), o.held, paused))
 	}
 	for _, dst := range dests {
@@ -741,16 +885,16 @@ func (d *Dispatcher) Degraded() []string {
 	return lines
 }
 
-// waiting describes why the event numbered seq is still at the destination,
-// or reports false when it is not there.
-func (dst *destination) waiting(seq uint64) (string, bool) {
+// waiting describes why the event numbered seq in led is still at the
+// destination, or reports false when it is not there.
+func (dst *destination) waiting(led *ledger, seq uint64) (string, bool) {
 	dst.mu.Lock()
 	defer dst.mu.Unlock()
 	for _, q := range dst.entities {
 		// Each entity's events are in stream order, and everything before
 		// the oldest unfinished event is finished: it can only be a head.
 		it := q[0]
-		if it.seq != seq {
+		if it.led != led || it.seq != seq {
 			continue
 		}
 		switch {
@@ -776,9 +920,16 @@ func oneLine(s string) string {
 }
 
 // Idle reports whether nothing is queued or in flight.
-func (d *Dispatcher) Idle() bool {
-	n, _ := d.ledger.pending()
-	return n == 0
+func (d *Dispatcher) Idle() bool { return d.unfinished() == 0 }
+
+// unfinished counts the events of every stream not finished yet.
+func (d *Dispatcher) unfinished() int {
+	n := 0
+	for _, l := range *d.ledgers.Load() {
+		p, _ := l.pending()
+		n += p
+	}
+	return n
 }
 
 // Close stops accepting events and waits until everything queued is
@@ -794,8 +945,7 @@ func (d *Dispatcher) Close(ctx context.Context) error {
 	for !d.Idle() {
 		select {
 		case <-ctx.Done():
-			n, _ := d.ledger.pending()
-			err = fmt.Errorf("%d events still in flight at shutdown: %w", n, ctx.Err())
+			err = fmt.Errorf("%d events still in flight at shutdown: %w", d.unfinished(), ctx.Err())
 		case <-tick.C:
 			continue
 		}

@@ -191,7 +191,7 @@ func TestDispatcherOrderPerEntity(t *testing.T) {
 			last[e.Entity] = e.Key
 		}
 	}
-	if wm, ok := d.Watermark(); !ok || wm.Key != n {
+	if wm, ok := d.Watermark(""); !ok || wm.Key != n {
 		t.Errorf("watermark %+v %v, want key %d", wm, ok, n)
 	}
 }
@@ -215,7 +215,7 @@ func TestDispatcherRetryLimitAndPermanent(t *testing.T) {
 		}
 	}
 	eventually(t, "two dead letters", func() bool { return sink.len() == 2 })
-	eventually(t, "watermark past everything", func() bool { wm, ok := d.Watermark(); return ok && wm.Key == 3 })
+	eventually(t, "watermark past everything", func() bool { wm, ok := d.Watermark(""); return ok && wm.Key == 3 })
 	closeDispatcher(t, d)
 	byKey := map[int32]DeadLetter{}
 	for _, dl := range sink.letters {
@@ -286,7 +286,7 @@ func TestDispatcherBackpressure(t *testing.T) {
 	if err := d.Submit(ctx, ev(4, "e")); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Submit to a full queue returned %v, want it to block until its context ends", err)
 	}
-	if n, _ := d.Pending(); n != 3 {
+	if n, _ := d.Pending(""); n != 3 {
 		t.Errorf("a cancelled Submit registered an event: pending %d", n)
 	}
 	done := make(chan error, 1)
@@ -474,7 +474,7 @@ func TestDispatcherHeldStream(t *testing.T) {
 	if err := d.Submit(short, ev(51, "vm-2")); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Submit with the ledger at its cap returned %v, want it to wait until its context ends", err)
 	}
-	if n, _ := d.Pending(); n != 50 {
+	if n, _ := d.Pending(""); n != 50 {
 		t.Fatalf("pending %d after cancelled calls, want 50", n)
 	}
 	want := "by processor fake (destination f held: dial tcp 10.0.0.1:8080: connection refused); " +
@@ -494,7 +494,7 @@ func TestDispatcherHeldStream(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the watermark past everything", func() bool { wm, ok := d.Watermark(); return ok && wm.Key == 52 })
+	eventually(t, "the watermark past everything", func() bool { wm, ok := d.Watermark(""); return ok && wm.Key == 52 })
 	if v := promtest.ToFloat64(pending); v != 0 {
 		t.Errorf("eventrouter_watermark_pending_events %v after recovery, want 0", v)
 	}
@@ -780,7 +780,7 @@ func TestDispatcherDeadLetterAtShutdown(t *testing.T) {
 	if err := d.Close(short); err == nil {
 		t.Error("Close reported nothing left in flight")
 	}
-	if wm, ok := d.Watermark(); ok {
+	if wm, ok := d.Watermark(""); ok {
 		t.Errorf("watermark %+v moved past an event whose dead letter was not kept", wm)
 	}
 	if finished.Load() != 0 {

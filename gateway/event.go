@@ -37,10 +37,16 @@ const EventType = "com.vmware.event.router/event"
 // it; carrying the encoded form avoids re-encoding the event per filter and
 // per destination.
 //
-// Position and Entity belong to the vCenter event the CloudEvent came
+// Stream, Position and Entity belong to the vCenter event the CloudEvent came
 // from and never change, even when a filter rewrites the event: they order
 // deliveries and move the acknowledged watermark.
 type Event struct {
+	// Stream names the stream (the stream entry's name) the event was
+	// read from. It selects the dispatchers' per-stream watermark and the
+	// processors whose `streams` take the event; "" is the dispatcher's
+	// default stream (DispatcherOptions.Stream).
+	Stream string
+
 	ID      string
 	Source  string
 	Subject string
@@ -67,7 +73,7 @@ const MaxEventSize = 1 << 20
 // ParseReplacement reads a CloudEvent a filter produced to replace orig. It
 // must be valid structured-mode JSON with the required CloudEvent attributes
 // (specversion, id, source, type) and at most MaxEventSize bytes. The
-// result keeps orig's Position and Entity: a rewrite changes what is
+// result keeps orig's Stream, Position and Entity: a rewrite changes what is
 // delivered, not where the event sits in vCenter's history.
 func ParseReplacement(data []byte, orig *Event) (*Event, error) {
 	if len(data) > MaxEventSize {
@@ -81,6 +87,7 @@ func ParseReplacement(data []byte, orig *Event) (*Event, error) {
 		return nil, fmt.Errorf("replacement event is not a valid CloudEvent: %w", err)
 	}
 	out := &Event{
+		Stream:  orig.Stream,
 		ID:      ce.ID(),
 		Source:  ce.Source(),
 		Subject: ce.Subject(),

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/vmware-samples/vmware-event-router/gateway/metrics"
 )
 
 // ledger tracks which events the dispatcher has finished with, in stream
@@ -23,9 +25,13 @@ import (
 // backpressure on the stream instead of memory growing without bound and a
 // checkpoint falling ever further behind.
 type ledger struct {
-	max   int              // entries held before add waits
-	gauge prometheus.Gauge // entries held (eventrouter_watermark_pending_events)
-	lag   prometheus.Gauge // newest minus watermark (eventrouter_watermark_lag_seconds)
+	stream string           // the stream's name, for /readyz
+	max    int              // entries held before add waits
+	gauge  prometheus.Gauge // entries held (eventrouter_watermark_pending_events)
+	lag    prometheus.Gauge // newest minus watermark (eventrouter_watermark_lag_seconds)
+	// share, when set, replaces gauge and lag: the stream's gauges shared
+	// with the other processors' ledgers of the stream.
+	share *streamGauge
 
 	mu      sync.Mutex
 	next    uint64 // sequence number of the next entry
@@ -53,6 +59,11 @@ func newLedger(max int, gauge, lag prometheus.Gauge) *ledger {
 // destination) and returns its sequence number; remaining 0 is done at
 // once. While the ledger is full it waits for room, or returns ctx's error.
 func (l *ledger) add(ctx context.Context, pos Position, remaining int) (uint64, error) {
+	return l.addUntil(ctx, pos, remaining, nil)
+}
+
+// addUntil is add that gives up with errFull when full fires first.
+func (l *ledger) addUntil(ctx context.Context, pos Position, remaining int, full <-chan time.Time) (uint64, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for len(l.entries) >= l.max {
@@ -63,6 +74,9 @@ func (l *ledger) add(ctx context.Context, pos Position, remaining int) (uint64, 
 		l.mu.Unlock()
 		select {
 		case <-space:
+		case <-full:
+			l.mu.Lock()
+			return 0, errFull
 		case <-ctx.Done():
 			l.mu.Lock()
 			return 0, ctx.Err()
@@ -151,6 +165,10 @@ func (l *ledger) advance() bool {
 }
 
 func (l *ledger) setGauge() {
+	if l.share != nil {
+		l.setShared()
+		return
+	}
 	// The lag is kept here, where both ends change, rather than sampled
 	// by the checkpoint writer: it then works without a state directory.
 	if l.lag != nil && l.hasMark {
@@ -215,4 +233,68 @@ func (l *ledger) oldest() (o oldest, ok bool) {
 	}
 	return oldest{seq: l.head, pos: l.entries[0].pos, since: l.since, held: len(l.entries),
 		full: len(l.entries) >= l.max}, true
+}
+
+// setShared reports the ledger's values to the stream's shared gauges.
+func (l *ledger) setShared() {
+	lag := -1.0
+	if l.hasMark {
+		lag = max(l.newest.Time.Sub(l.mark.Time).Seconds(), 0)
+	}
+	l.share.set(l, float64(len(l.entries)), lag)
+}
+
+// StreamGauges holds each stream's eventrouter_watermark_pending_events
+// and eventrouter_watermark_lag_seconds when several processors take a
+// stream: each processor's dispatcher keeps a ledger of the stream, and the
+// stream's gauges show the one furthest behind (the most events pending,
+// the largest lag), which is what holds the stream's checkpoint. Share one
+// among the dispatchers (DispatcherOptions.Gauges); a dispatcher without
+// one sets the gauges itself, as the only processor of its streams.
+type StreamGauges struct {
+	m *metrics.Metrics
+
+	mu      sync.Mutex
+	streams map[string]*streamGauge
+}
+
+// NewStreamGauges returns the shared gauges of m.
+func NewStreamGauges(m *metrics.Metrics) *StreamGauges {
+	return &StreamGauges{m: m, streams: map[string]*streamGauge{}}
+}
+
+func (g *StreamGauges) stream(name string) *streamGauge {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	s, ok := g.streams[name]
+	if !ok {
+		s = &streamGauge{pending: g.m.WatermarkPending.WithLabelValues(name), lag: g.m.WatermarkLag.WithLabelValues(name),
+			of: map[*ledger][2]float64{}}
+		g.streams[name] = s
+	}
+	return s
+}
+
+// streamGauge is one stream's pair of gauges and each ledger's values.
+type streamGauge struct {
+	pending, lag prometheus.Gauge
+
+	mu sync.Mutex
+	of map[*ledger][2]float64 // pending, lag (-1: no watermark yet)
+}
+
+// set records l's values and sets the gauges to the maxima. The caller
+// holds l.mu; s.mu is taken after it, never before.
+func (s *streamGauge) set(l *ledger, pending, lag float64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.of[l] = [2]float64{pending, lag}
+	p, g := 0.0, -1.0
+	for _, v := range s.of {
+		p, g = max(p, v[0]), max(g, v[1])
+	}
+	s.pending.Set(p)
+	if g >= 0 {
+		s.lag.Set(g)
+	}
 }

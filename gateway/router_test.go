@@ -31,7 +31,7 @@ func TestRouterDeadLetterAtShutdown(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			sink := &blockingSink{}
 			d := newTestDispatcher(newFake("f"), sink, nil)
-			r := NewRouter(failing, d, discard(), nil)
+			r := NewRouter(RouterOptions{Chain: failing, Routes: []Route{{Name: "fake", Dispatcher: d}}, Log: discard()})
 			ctx, cancel := context.WithCancel(context.Background())
 			errc := make(chan error, 1)
 			go func() { errc <- tt.handle(ctx, r) }()
@@ -40,7 +40,7 @@ func TestRouterDeadLetterAtShutdown(t *testing.T) {
 			if err := <-errc; !errors.Is(err, context.Canceled) {
 				t.Errorf("handler returned %v, want the context's error", err)
 			}
-			if wm, ok := d.Watermark(); ok {
+			if wm, ok := d.Watermark(""); ok {
 				t.Errorf("watermark %+v moved past an event whose dead letter was not kept", wm)
 			}
 			closeDispatcher(t, d)
@@ -60,7 +60,7 @@ func TestRouterDropWaitsForLedger(t *testing.T) {
 		t.Fatal(err)
 	}
 	drop := chainFunc(func(context.Context, *Event) (*Event, error) { return nil, nil })
-	r := NewRouter(drop, d, discard(), nil)
+	r := NewRouter(RouterOptions{Chain: drop, Routes: []Route{{Name: "fake", Dispatcher: d}}, Log: discard()})
 	if err := r.Handle(ctx, ev(2, "vm-2")); err != nil {
 		t.Fatal(err)
 	}
@@ -73,7 +73,7 @@ func TestRouterDropWaitsForLedger(t *testing.T) {
 	if err := r.Handle(ctx, ev(3, "vm-3")); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the watermark past the drops", func() bool { wm, ok := d.Watermark(); return ok && wm.Key == 3 })
+	eventually(t, "the watermark past the drops", func() bool { wm, ok := d.Watermark(""); return ok && wm.Key == 3 })
 	closeDispatcher(t, d)
 }
 
@@ -83,17 +83,17 @@ func TestRouterDropWaitsForLedger(t *testing.T) {
 func TestRouterUndecodableWithoutPosition(t *testing.T) {
 	sink := &memSink{}
 	d := newTestDispatcher(newFake("f"), sink, nil)
-	r := NewRouter(chainFunc(func(_ context.Context, e *Event) (*Event, error) { return e, nil }), d, discard(), nil)
+	r := NewRouter(RouterOptions{Chain: chainFunc(func(_ context.Context, e *Event) (*Event, error) { return e, nil }), Routes: []Route{{Name: "fake", Dispatcher: d}}, Log: discard()})
 	if err := r.Undecodable(context.Background(), Undecodable{Raw: "<bad/>", Err: errors.New("xml: syntax error")}); err != nil {
 		t.Fatal(err)
 	}
 	if n := sink.len(); n != 1 {
 		t.Errorf("%d dead letters kept, want 1", n)
 	}
-	if wm, ok := d.Watermark(); ok {
+	if wm, ok := d.Watermark(""); ok {
 		t.Errorf("watermark %+v set by a letter without a position", wm)
 	}
-	if n, _ := d.Pending(); n != 0 {
+	if n, _ := d.Pending(""); n != 0 {
 		t.Errorf("%d events pending after a letter without a position", n)
 	}
 	closeDispatcher(t, d)

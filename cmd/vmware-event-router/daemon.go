@@ -168,16 +168,20 @@ func newDaemon(ctx context.Context, cfg *config.Config, out io.Writer, log *slog
 	if c, ok := d.stream.(io.Closer); ok {
 		d.closers = append(d.closers, func() { _ = c.Close() })
 	}
-	var resume func(string, string, time.Time) (gateway.Position, bool)
+	// One stream, one processor: the fan-out's N x M with N = M = 1.
+	stream, proc := cfg.StreamProvider(), cfg.ProcessorProvider()
+	routes := []gateway.Route{{Name: proc, Dispatcher: d.disp}}
+	var resume func(string, string, time.Time) (gateway.Resume, bool)
 	if cfg.State != nil {
 		store, err := checkpoint.NewStore(filepath.Join(cfg.State.Dir, "checkpoints"), nil, log)
 		if err != nil {
 			return nil, err
 		}
-		d.keeper = checkpoint.NewKeeper(store, d.disp, cfg.State.ReplayWindow, cfg.StreamProvider(), log, d.m)
-		resume = d.keeper.Resume
+		d.keeper = checkpoint.NewKeeper(store, []checkpoint.Processor{{Name: proc, Watermarks: d.disp}},
+			cfg.State.ReplayWindow, stream, log, d.m)
+		resume = d.keeper.ResumeAll
 	}
-	d.router = gateway.NewRouter(d.chain, d.disp, log, resume)
+	d.router = gateway.NewRouter(gateway.RouterOptions{Stream: stream, Chain: d.chain, Routes: routes, Log: log, Resume: resume})
 	d.started.Store(true)
 	return d, nil
 }

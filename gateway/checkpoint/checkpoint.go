@@ -10,6 +10,11 @@
 // a file that cannot be read at all (permission denied, I/O error) is an
 // error: the router stops rather than overwrite a good checkpoint.
 //
+// Version 2 also keeps one position per processor (by processor name); the
+// file's watermark is their minimum, where the stream resumes, and each
+// processor then skips what it had already finished. A version 1 file loads
+// with every processor at its watermark.
+//
 // The file is named after the vCenter's URL. It records the instance UUID
 // it was written for: a vCenter restored from a backup or replaced at the
 // same address answers with another UUID, and is resumed by time.
@@ -32,16 +37,22 @@ import (
 	"github.com/vmware-samples/vmware-event-router/gateway"
 )
 
-// Version is the checkpoint format's version.
-const Version = 1
+// Version is the version of the checkpoint format this router writes; it
+// reads version 1 too.
+const Version = 2
 
 // File is a checkpoint's content.
 type File struct {
-	Version      int              `json:"version"`
-	InstanceUUID string           `json:"instanceUuid"`
-	Source       string           `json:"source"` // the vCenter URL
-	Watermark    gateway.Position `json:"watermark"`
-	Updated      time.Time        `json:"updated"`
+	Version      int    `json:"version"`
+	InstanceUUID string `json:"instanceUuid"`
+	Source       string `json:"source"` // the vCenter URL
+	// Watermark is the stream's position: the minimum of Processors.
+	Watermark gateway.Position `json:"watermark"`
+	// Processors holds each processor's position (version 2): every
+	// event at or before it is finished for that processor. A processor
+	// absent from it is at Watermark.
+	Processors map[string]gateway.Position `json:"processors,omitempty"`
+	Updated    time.Time                   `json:"updated"`
 }
 
 // FS is the file system a Store writes through. The real one is OS; tests
@@ -143,14 +154,26 @@ func Parse(data []byte, source string) (File, error) {
 		return File{}, errors.New("not a checkpoint: data after the JSON object")
 	}
 	switch {
-	case f.Version != Version:
+	case f.Version != 1 && f.Version != Version:
 		return File{}, fmt.Errorf("unknown checkpoint version %d (this router writes %d)", f.Version, Version)
+	case f.Version == 1 && f.Processors != nil:
+		return File{}, errors.New("version 1 checkpoint with processor positions")
 	case f.Source != source:
 		return File{}, fmt.Errorf("checkpoint of another vCenter (%s at %s)", f.InstanceUUID, f.Source)
 	case f.InstanceUUID == "":
 		return File{}, errors.New("checkpoint without an instance UUID")
 	case f.Watermark.Time.IsZero():
 		return File{}, errors.New("checkpoint without a watermark time")
+	}
+	for name, p := range f.Processors {
+		// The watermark is the processors' minimum: one before it would
+		// have been resumed from a later position than its own.
+		switch {
+		case name == "":
+			return File{}, errors.New("processor position without a name")
+		case p.Before(f.Watermark):
+			return File{}, fmt.Errorf("processor %s position (key %d) before the watermark (key %d)", name, p.Key, f.Watermark.Key)
+		}
 	}
 	return f, nil
 }
@@ -211,9 +234,11 @@ func (s *Store) loadLegacy(p, instanceUUID, source string) ([]byte, error) {
 	return data, nil
 }
 
-// Save writes the vCenter's checkpoint atomically.
-func (s *Store) Save(instanceUUID, source string, wm gateway.Position) error {
-	f := File{Version: Version, InstanceUUID: instanceUUID, Source: source, Watermark: wm, Updated: s.now().UTC()}
+// Save writes the vCenter's checkpoint atomically: the stream's watermark
+// and each processor's position (none at or before wm may be omitted).
+func (s *Store) Save(instanceUUID, source string, wm gateway.Position, processors map[string]gateway.Position) error {
+	f := File{Version: Version, InstanceUUID: instanceUUID, Source: source, Watermark: wm, Processors: processors,
+		Updated: s.now().UTC()}
 	data, err := json.MarshalIndent(f, "", "  ")
 	if err != nil {
 		return err

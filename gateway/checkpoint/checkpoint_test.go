@@ -41,7 +41,7 @@ func TestSaveLoad(t *testing.T) {
 		t.Fatalf("checkpoint before any was written: %v", err)
 	}
 	for _, p := range []gateway.Position{pos(100, 5), pos(200, -2147483648)} {
-		if err := s.Save(uuid, source, p); err != nil {
+		if err := s.Save(uuid, source, p, nil); err != nil {
 			t.Fatal(err)
 		}
 		f, ok, err := s.Load(uuid, source)
@@ -91,7 +91,7 @@ func TestUnusableFilesMovedAside(t *testing.T) {
 				t.Errorf("moved-aside content changed")
 			}
 			// The next save works as usual.
-			if err := s.Save(uuid, source, pos(1, 1)); err != nil {
+			if err := s.Save(uuid, source, pos(1, 1), nil); err != nil {
 				t.Fatal(err)
 			}
 		})
@@ -116,11 +116,11 @@ func TestCrashBeforeRenameKeepsPrevious(t *testing.T) {
 	dir := t.TempDir()
 	fsys := &crashFS{}
 	s, _ := NewStore(dir, fsys, quiet())
-	if err := s.Save(uuid, source, pos(100, 7)); err != nil {
+	if err := s.Save(uuid, source, pos(100, 7), nil); err != nil {
 		t.Fatal(err)
 	}
 	fsys.failRename = true
-	if err := s.Save(uuid, source, pos(200, 8)); err == nil {
+	if err := s.Save(uuid, source, pos(200, 8), nil); err == nil {
 		t.Fatal("save reported success though the rename failed")
 	}
 	f, ok, _ := s.Load(uuid, source)
@@ -138,15 +138,15 @@ type fakeWM struct {
 	newest gateway.Position
 }
 
-func (f *fakeWM) Watermark() (gateway.Position, bool) { return f.wm, f.ok }
-func (f *fakeWM) Pending() (int, gateway.Position)    { return 0, f.newest }
+func (f *fakeWM) Watermark(string) (gateway.Position, bool) { return f.wm, f.ok }
+func (f *fakeWM) Pending() (int, gateway.Position)          { return 0, f.newest }
 
 func TestKeeper(t *testing.T) {
 	dir := t.TempDir()
 	s, _ := NewStore(dir, nil, quiet())
 	m := metrics.New()
 	wm := &fakeWM{}
-	k := NewKeeper(s, wm, 24*time.Hour, "vmware_vcenter", quiet(), m)
+	k := NewKeeper(s, one(wm), 24*time.Hour, "vmware_vcenter", quiet(), m)
 	now := time.Unix(1_000_000, 0).UTC()
 	if _, ok := k.Resume(uuid, source, now); ok {
 		t.Fatal("resume without a checkpoint")
@@ -167,7 +167,7 @@ func TestKeeper(t *testing.T) {
 		t.Fatalf("checkpoint writes %v, want 2", got)
 	}
 
-	k2 := NewKeeper(s, &fakeWM{}, 24*time.Hour, "vmware_vcenter", quiet(), m)
+	k2 := NewKeeper(s, one(&fakeWM{}), 24*time.Hour, "vmware_vcenter", quiet(), m)
 	p, ok := k2.Resume(uuid, source, now)
 	if !ok || p.Key != 41 {
 		t.Fatalf("resume %+v %v", p, ok)
@@ -175,7 +175,7 @@ func TestKeeper(t *testing.T) {
 	// vCenter's clock says the checkpoint is two days old: the window's
 	// beginning instead, counted.
 	later := now.Add(48 * time.Hour)
-	p, ok = NewKeeper(s, &fakeWM{}, 24*time.Hour, "vmware_vcenter", quiet(), m).Resume(uuid, source, later)
+	p, ok = NewKeeper(s, one(&fakeWM{}), 24*time.Hour, "vmware_vcenter", quiet(), m).Resume(uuid, source, later)
 	if !ok || !p.Time.Equal(later.Add(-24*time.Hour)) {
 		t.Fatalf("resume past the window %+v %v", p, ok)
 	}
@@ -186,6 +186,7 @@ func TestKeeper(t *testing.T) {
 
 func FuzzParse(f *testing.F) {
 	f.Add([]byte(`{"version":1,"instanceUuid":"` + uuid + `","source":"` + source + `","watermark":{"createdTime":"2026-01-01T00:00:00Z","key":1},"updated":"2026-01-01T00:00:00Z"}`))
+	f.Add([]byte(`{"version":2,"instanceUuid":"` + uuid + `","source":"` + source + `","watermark":{"createdTime":"2026-01-01T00:00:00Z","key":1},"processors":{"openfaas":{"createdTime":"2026-01-01T00:00:01Z","key":2}},"updated":"2026-01-01T00:00:00Z"}`))
 	f.Add([]byte(""))
 	f.Add([]byte("{}"))
 	f.Add([]byte(`{"version":1,"watermark":{"key":99999999999}}`))
@@ -193,6 +194,11 @@ func FuzzParse(f *testing.F) {
 		file, err := Parse(data, source)
 		if err == nil && (file.Source != source || file.InstanceUUID == "" || file.Watermark.Time.IsZero()) {
 			t.Fatalf("accepted %q as %+v", data, file)
+		}
+		for name, p := range file.Processors {
+			if err == nil && (name == "" || p.Before(file.Watermark)) {
+				t.Fatalf("accepted %q with processor %q at %+v before the watermark", data, name, p)
+			}
 		}
 	})
 }
@@ -205,12 +211,12 @@ func TestResumeAfterUUIDChange(t *testing.T) {
 	const newUUID = "0a1b2c3d-0000-4000-8000-000000000002"
 	dir := t.TempDir()
 	s, _ := NewStore(dir, nil, quiet())
-	if err := s.Save(uuid, source, pos(1_000_000, 41)); err != nil {
+	if err := s.Save(uuid, source, pos(1_000_000, 41), nil); err != nil {
 		t.Fatal(err)
 	}
 	var log strings.Builder
 	wm := &fakeWM{}
-	k := NewKeeper(s, wm, 24*time.Hour, "vmware_vcenter", slog.New(slog.NewTextHandler(&log, nil)), metrics.New())
+	k := NewKeeper(s, one(wm), 24*time.Hour, "vmware_vcenter", slog.New(slog.NewTextHandler(&log, nil)), metrics.New())
 	now := time.Unix(1_000_100, 0).UTC()
 	p, ok := k.Resume(newUUID, source, now)
 	if !ok || !p.Time.Equal(pos(1_000_000, 0).Time) || p.Key != math.MinInt32 {
@@ -277,13 +283,13 @@ func (brokenReadFS) ReadFile(string) ([]byte, error) { return nil, syscall.EIO }
 func TestUnreadableCheckpointIsAnError(t *testing.T) {
 	dir := t.TempDir()
 	good, _ := NewStore(dir, nil, quiet())
-	if err := good.Save(uuid, source, pos(100, 7)); err != nil {
+	if err := good.Save(uuid, source, pos(100, 7), nil); err != nil {
 		t.Fatal(err)
 	}
 	before, _ := os.ReadFile(good.path(source))
 	s, _ := NewStore(dir, brokenReadFS{}, quiet())
 	wm := &fakeWM{wm: pos(200, 8), ok: true}
-	k := NewKeeper(s, wm, 24*time.Hour, "vmware_vcenter", quiet(), metrics.New())
+	k := NewKeeper(s, one(wm), 24*time.Hour, "vmware_vcenter", quiet(), metrics.New())
 	if _, ok := k.Resume(uuid, source, time.Unix(300, 0)); ok {
 		t.Fatal("resumed from a checkpoint that could not be read")
 	}
@@ -309,8 +315,8 @@ func TestUnreadableCheckpointIsAnError(t *testing.T) {
 // countingWM hands out a newer watermark at each call.
 type countingWM struct{ n atomic.Int32 }
 
-func (c *countingWM) Watermark() (gateway.Position, bool) { return pos(1000, c.n.Add(1)), true }
-func (c *countingWM) Pending() (int, gateway.Position)    { return 0, gateway.Position{} }
+func (c *countingWM) Watermark(string) (gateway.Position, bool) { return pos(1000, c.n.Add(1)), true }
+func (c *countingWM) Pending() (int, gateway.Position)          { return 0, gateway.Position{} }
 
 // watchFS records every checkpoint a Store commits and whether two saves
 // ever ran at once.
@@ -366,7 +372,7 @@ func TestKeeperSavesSerializedAndStopLast(t *testing.T) {
 	fsys := &watchFS{}
 	s, _ := NewStore(dir, fsys, quiet())
 	wm := &countingWM{}
-	k := NewKeeper(s, wm, 0, "vmware_vcenter", quiet(), metrics.New())
+	k := NewKeeper(s, one(wm), 0, "vmware_vcenter", quiet(), metrics.New())
 	fsys.k = k
 	k.Resume(uuid, source, time.Unix(1000, 0))
 	k.Start()
@@ -406,3 +412,6 @@ func TestKeeperSavesSerializedAndStopLast(t *testing.T) {
 		t.Errorf("file holds key %d, want %d", f.Watermark.Key, last)
 	}
 }
+
+// one is the keeper's processors when one processor takes the stream.
+func one(w Watermarker) []Processor { return []Processor{{Name: "openfaas", Watermarks: w}} }

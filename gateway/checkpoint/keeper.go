@@ -15,18 +15,24 @@ import (
 // Interval is how often a moved watermark is written.
 const Interval = time.Second
 
-// Watermarker reports the acknowledged watermark (the dispatcher).
+// Watermarker reports a stream's acknowledged watermark (the dispatcher).
 type Watermarker interface {
-	Watermark() (gateway.Position, bool)
-	Pending() (int, gateway.Position)
+	Watermark(stream string) (gateway.Position, bool)
 }
 
-// Keeper connects a stream's resume question to the store and writes the
-// dispatcher's watermark every Interval when it moved (Start), and once more
-// at shutdown (Stop).
+// Processor is one processor taking the keeper's stream: its name (the key
+// of its position in the file) and its dispatcher.
+type Processor struct {
+	Name       string
+	Watermarks Watermarker
+}
+
+// Keeper connects a stream's resume question to the store and writes its
+// processors' watermarks, and their minimum as the stream's position, every
+// Interval when one moved (Start), and once more at shutdown (Stop).
 type Keeper struct {
 	store        *Store
-	wm           Watermarker
+	procs        []Processor
 	replayWindow time.Duration
 	stream       string // metric label
 	log          *slog.Logger
@@ -42,17 +48,21 @@ type Keeper struct {
 	mu      sync.Mutex
 	uuid    string
 	source  string
-	written gateway.Position
+	written gateway.Position            // the stream's position written or resumed from
+	at      map[string]gateway.Position // each processor's, written or resumed from
+	// ahead holds the resumed positions of processors ahead of the
+	// stream's: until its watermark passes it, such a processor is there.
+	ahead   map[string]gateway.Position
 	broken  error         // a checkpoint could not be read: never save
 	stopped bool          // Stop wrote the final checkpoint
 	stop    chan struct{} // closed by Stop
 	done    chan struct{} // closed when Start's loop returns; nil before Start
 }
 
-// NewKeeper returns a keeper for one stream.
-func NewKeeper(store *Store, wm Watermarker, replayWindow time.Duration, stream string, log *slog.Logger, m *metrics.Metrics) *Keeper {
+// NewKeeper returns a keeper for one stream, named stream, taken by procs.
+func NewKeeper(store *Store, procs []Processor, replayWindow time.Duration, stream string, log *slog.Logger, m *metrics.Metrics) *Keeper {
 	return &Keeper{
-		store: store, wm: wm, replayWindow: replayWindow, stream: stream, log: log,
+		store: store, procs: procs, replayWindow: replayWindow, stream: stream, log: log,
 		writes:   [2]prometheus.Counter{m.CheckpointWrites.WithLabelValues("ok"), m.CheckpointWrites.WithLabelValues("failed")},
 		exceeded: m.ReplayWindowExceeded.WithLabelValues(stream),
 		failed:   make(chan error, 1),
@@ -78,12 +88,22 @@ func (k *Keeper) Failed() <-chan error { return k.failed }
 // time), and the checkpoint follows the new UUID from then on. The stream
 // asks again whenever it reconnects to a changed UUID.
 func (k *Keeper) Resume(instanceUUID, source string, now time.Time) (gateway.Position, bool) {
+	r, ok := k.ResumeAll(instanceUUID, source, now)
+	return r.Position, ok
+}
+
+// ResumeAll is Resume with each processor's own position
+// (gateway.RouterOptions.Resume): a processor ahead of the stream's
+// position skips what it had finished; one new to the file, or every one
+// when the position moved for the instance UUID or the replay window,
+// starts at the stream's position.
+func (k *Keeper) ResumeAll(instanceUUID, source string, now time.Time) (gateway.Resume, bool) {
 	k.saveMu.Lock()
 	defer k.saveMu.Unlock()
 	f, ok, err := k.store.Load(instanceUUID, source)
 	if err != nil {
 		k.fail(err)
-		return gateway.Position{}, false
+		return gateway.Resume{}, false
 	}
 	k.mu.Lock()
 	k.uuid, k.source = instanceUUID, source
@@ -92,8 +112,11 @@ func (k *Keeper) Resume(instanceUUID, source string, now time.Time) (gateway.Pos
 		// Starting from "now": record it at once, so a crash before the
 		// first watermark is written resumes here rather than at a later
 		// "now" that would skip what was in flight.
-		k.save(gateway.Position{Time: now, Key: math.MinInt32}, "writing the initial checkpoint failed")
-		return gateway.Position{}, false
+		start := gateway.Position{Time: now, Key: math.MinInt32}
+		at := k.everyAt(start, nil)
+		k.resumedAt(start, at, nil)
+		k.save(start, at, "writing the initial checkpoint failed")
+		return gateway.Resume{}, false
 	}
 	pos := f.Watermark
 	if f.InstanceUUID != instanceUUID {
@@ -112,15 +135,46 @@ func (k *Keeper) Resume(instanceUUID, source string, now time.Time) (gateway.Pos
 		// or after that instant comes after it.
 		pos = gateway.Position{Time: start, Key: math.MinInt32}
 	}
+	own := f.Processors
 	if f.InstanceUUID != instanceUUID {
-		k.save(pos, "writing the checkpoint under the new instance UUID failed")
-	} else {
-		k.mu.Lock()
-		k.written = pos
-		k.mu.Unlock()
+		// Another vCenter's keys: the positions mean nothing here.
+		own = nil
 	}
-	k.log.Info("resuming from checkpoint", "vcenter", source, "created_time", pos.Time, "key", pos.Key)
-	return pos, true
+	at := k.everyAt(pos, own)
+	ahead := map[string]gateway.Position{}
+	for name, q := range at {
+		if q != pos {
+			ahead[name] = q
+		}
+	}
+	// Recorded before any save, so that Flush works from here even when
+	// the save below fails.
+	k.resumedAt(pos, at, ahead)
+	if f.InstanceUUID != instanceUUID {
+		k.save(pos, at, "writing the checkpoint under the new instance UUID failed")
+	}
+	k.log.Info("resuming from checkpoint", "vcenter", source, "stream", k.stream, "created_time", pos.Time, "key", pos.Key)
+	return gateway.Resume{Position: pos, Processors: at}, true
+}
+
+// resumedAt records where the stream and its processors resumed.
+func (k *Keeper) resumedAt(pos gateway.Position, at, ahead map[string]gateway.Position) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.written, k.at, k.ahead = pos, at, ahead
+}
+
+// everyAt returns every processor's position: its own, when it comes after
+// pos, else pos. Processors of own no longer configured are left out.
+func (k *Keeper) everyAt(pos gateway.Position, own map[string]gateway.Position) map[string]gateway.Position {
+	at := make(map[string]gateway.Position, len(k.procs))
+	for _, p := range k.procs {
+		at[p.Name] = pos
+		if q, ok := own[p.Name]; ok && pos.Before(q) {
+			at[p.Name] = q
+		}
+	}
+	return at
 }
 
 // fail records an unreadable checkpoint: nothing is saved any more, and
@@ -136,23 +190,23 @@ func (k *Keeper) fail(err error) {
 	}
 }
 
-// save writes pos under the current UUID and records it as written. The
-// caller holds saveMu.
-func (k *Keeper) save(pos gateway.Position, failure string) {
+// save writes pos and the processors' positions at under the current UUID
+// and records them as written. The caller holds saveMu.
+func (k *Keeper) save(pos gateway.Position, at map[string]gateway.Position, failure string) {
 	k.mu.Lock()
 	uuid, source, skip := k.uuid, k.source, k.broken != nil || k.stopped
 	k.mu.Unlock()
 	if skip || uuid == "" {
 		return
 	}
-	if err := k.store.Save(uuid, source, pos); err != nil {
+	if err := k.store.Save(uuid, source, pos, at); err != nil {
 		k.writes[1].Inc()
 		k.log.Error(failure, "err", err)
 		return
 	}
 	k.writes[0].Inc()
 	k.mu.Lock()
-	k.written = pos
+	k.written, k.at = pos, at
 	k.mu.Unlock()
 }
 
@@ -208,16 +262,49 @@ func (k *Keeper) Stop() {
 	}
 }
 
-// Flush writes the watermark now if it moved.
+// Flush writes the watermarks now if one moved: each processor's (its
+// dispatcher's, or where it resumed while that is further on), and their
+// minimum as the stream's.
 func (k *Keeper) Flush() {
 	k.saveMu.Lock()
 	defer k.saveMu.Unlock()
-	wm, ok := k.wm.Watermark()
 	k.mu.Lock()
-	written := k.written
+	written, prev, ahead := k.written, k.at, k.ahead
 	k.mu.Unlock()
-	if !ok || wm == written {
+	if prev == nil {
+		return // not resumed yet: nothing to write under
+	}
+	at := make(map[string]gateway.Position, len(k.procs))
+	moved := false
+	for _, p := range k.procs {
+		cur, ok := prev[p.Name]
+		if !ok {
+			cur = written
+		}
+		if wm, ok := p.Watermarks.Watermark(k.stream); ok {
+			// The dispatcher's watermark, which never moves back, is the
+			// truth: it may be before a "now" the stream started at (an
+			// event created just before), and writing the start position
+			// instead would skip what is still in flight. A processor that
+			// resumed ahead stays there while it skips to it.
+			next := wm
+			if a, ok := ahead[p.Name]; ok && wm.Before(a) {
+				next = a
+			}
+			if next != cur {
+				cur, moved = next, true
+			}
+		}
+		at[p.Name] = cur
+	}
+	if !moved {
 		return
 	}
-	k.save(wm, "writing checkpoint failed; the previous one stays")
+	low, first := written, true
+	for _, pos := range at {
+		if first || pos.Before(low) {
+			low, first = pos, false
+		}
+	}
+	k.save(low, at, "writing checkpoint failed; the previous one stays")
 }

@@ -19,6 +19,9 @@ const idTimeLayout = "2006-01-02T15:04:05.000000000Z"
 // Converter turns vSphere events into the router's CloudEvents, in exactly
 // the shape of the spec's example. It is safe for concurrent use.
 type Converter struct {
+	// Stream is the stream's name, set on every event (Event.Stream); the
+	// stream sets it to its provider name, the entry's default name.
+	Stream     string
 	source     string
 	sourceJSON []byte // source as a JSON string
 	enc        *dataEncoder
@@ -164,6 +167,7 @@ func (c *Converter) Convert(instanceUUID string, ev types.BaseEvent) *gateway.Ev
 	e := ev.GetEvent()
 	created := e.CreatedTime.UTC()
 	out := &gateway.Event{
+		Stream:  c.Stream,
 		ID:      EventID(instanceUUID, e.Key, created),
 		Source:  c.source,
 		Subject: Subject(ev),

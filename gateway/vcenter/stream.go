@@ -218,9 +218,14 @@ func newStream(provider, source string, u *url.URL, user string, pass config.Sec
 		stat:         m.Stats.Register(provider, "stream", source),
 		notReady:     errors.New("not connected to vCenter yet"),
 	}
+	s.conv.Stream = provider
 	s.connected.Set(0)
 	return s
 }
+
+// SetName sets the stream's name on the events it makes (Event.Stream);
+// it defaults to the provider name. Call it before Run.
+func (s *Stream) SetName(name string) { s.conv.Stream = name }
 
 // Source is the CloudEvent source of the stream's events.
 func (s *Stream) Source() string { return s.source }
