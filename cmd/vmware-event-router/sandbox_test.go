@@ -94,19 +94,26 @@ const sandboxOverhead = 64 << 20
 
 // TestBuggyFiltersContained runs the router binary with a sleep loop, an
 // unbounded recursion and a memory.fill loop as filters (timeout 100ms,
-// on_error pass): every event still reaches the processor, each filter's
+// 5s for the recursion; on_error pass): every event still reaches the processor, each filter's
 // failures are counted by kind, the peak RSS stays within the bound, and
 // SIGTERM ends the process promptly.
 func TestBuggyFiltersContained(t *testing.T) {
 	sim := vcsimtest.Start(t)
-	filterDir := t.TempDir()
-	buildFilters(t, filterDir, "sleeploop", "recursion", "memfill")
+	filterDir, recursionDir := t.TempDir(), t.TempDir()
+	buildFilters(t, filterDir, "sleeploop", "memfill")
+	buildFilters(t, recursionDir, "recursion")
 	const poolSize, memoryLimit = 2, 16 << 20
 	addr := freeAddr(t)
+	filter := func(address, timeout string) map[string]any {
+		return map[string]any{"type": "filter", "provider": "wasm", "address": address,
+			"options": map[string]any{"timeout": timeout, "on_error": "pass",
+				"pool_size": strconv.Itoa(poolSize), "memory_limit": "16MiB"}}
+	}
+	// The recursion gets a timeout it never needs on a quiet machine: on a
+	// loaded one, 15,000 calls deep can take longer than 100 ms, and the
+	// test is that it ends as "stack", not as "timeout".
 	config := writeConfig(t, sim.Config(), stdoutEntry, metricsEntry(addr),
-		map[string]any{"type": "filter", "provider": "wasm", "address": filterDir,
-			"options": map[string]any{"timeout": "100ms", "on_error": "pass",
-				"pool_size": strconv.Itoa(poolSize), "memory_limit": "16MiB"}})
+		filter(filterDir, "100ms"), filter(filepath.Join(recursionDir, "recursion.wasm"), "5s"))
 	out := filepath.Join(t.TempDir(), "out.jsonl")
 	cmd := startProcess(t, config, out)
 	waitReady(t, "http://"+addr)
@@ -184,7 +191,12 @@ func TestFilterCommandBuggyModules(t *testing.T) {
 			var stdout, stderr bytes.Buffer
 			code := make(chan int, 1)
 			go func() {
-				code <- filterCommand([]string{"-wasm", filepath.Join(dir, name+".wasm"), events}, strings.NewReader(""), &stdout, &stderr)
+				timeout := "100ms"
+				if kind == "stack" {
+					timeout = "5s" // see TestBuggyFiltersContained
+				}
+				code <- filterCommand([]string{"-wasm", filepath.Join(dir, name+".wasm"), "-timeout", timeout, events},
+					strings.NewReader(""), &stdout, &stderr)
 			}()
 			select {
 			case c := <-code:
