@@ -184,7 +184,7 @@ func (c *Chain) apply(ctx context.Context, in *instrumented, ev *gateway.Event) 
 	}
 	in.verdicts[counted].Inc()
 	if in.stat != nil {
-		in.stat.Verdict(counted.String())
+		in.stat.VerdictAt(counted.String(), start)
 	}
 	switch v {
 	case Pass:
