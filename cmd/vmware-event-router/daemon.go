@@ -233,14 +233,18 @@ func newDaemon(ctx context.Context, cfg *config.Config, out io.Writer, log *slog
 		d.closers = append(d.closers, func() { _ = vs.Close() })
 		vs.SetName(sc.Name)
 		sp := &streamPart{name: sc.Name, stream: vs}
-		var resume func(string, string, time.Time) (gateway.Resume, bool)
-		if store != nil {
-			var cps []checkpoint.Processor
-			for _, rt := range routes {
-				if rt.Takes(sc.Name) {
-					cps = append(cps, checkpoint.Processor{Name: rt.Name, Watermarks: rt.Dispatcher})
-				}
+		var cps []checkpoint.Processor
+		for _, rt := range routes {
+			if rt.Takes(sc.Name) {
+				cps = append(cps, checkpoint.Processor{Name: rt.Name, Watermarks: rt.Dispatcher})
 			}
+		}
+		if len(cps) == 0 {
+			// Nothing to acknowledge: no checkpoint to keep.
+			log.Warn("no processor takes this stream (see the processors' option streams): its events are read and dropped", "stream", sc.Name)
+		}
+		var resume func(string, string, time.Time) (gateway.Resume, bool)
+		if store != nil && len(cps) > 0 {
 			sp.keeper = checkpoint.NewKeeper(store, cps, cfg.State.ReplayWindow, sc.Name, log, d.m)
 			resume = sp.keeper.ResumeAll
 		}

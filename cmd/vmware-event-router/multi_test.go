@@ -101,6 +101,22 @@ func TestSeveralStreamsAndProcessors(t *testing.T) {
 	if code, body := d.get(t, "/readyz"); code != http.StatusServiceUnavailable || strings.Contains(body, "vc-2") || strings.Contains(body, "processor") {
 		t.Errorf("/readyz %d with vc-1 down: %q, want 503 naming only stream vc-1", code, body)
 	}
+	// Metric labels carry the entry names.
+	if v := d.metric(t, `eventrouter_stream_connected{stream="vc-1"}`); v != 0 {
+		t.Errorf("vc-1 connected = %v with its vCenter down, want 0", v)
+	}
+	if v := d.metric(t, `eventrouter_stream_connected{stream="vc-2"}`); v != 1 {
+		t.Errorf("vc-2 connected = %v, want 1", v)
+	}
+	if v := d.metric(t, `eventrouter_stream_connected{stream="vmware_vcenter"}`); v != 0 {
+		t.Errorf("a stream series under the provider name: %v", v)
+	}
+	if v := d.metric(t, `eventrouter_processor_deliveries_total{destination="fb",processor="b",result="ok"}`); v != 15 {
+		t.Errorf("processor b's ok deliveries = %v, want 15 (5 s1, 10 s2)", v)
+	}
+	if v := d.metric(t, `eventrouter_processor_deliveries_total{destination="fa",processor="a",result="ok"}`); v != 5 {
+		t.Errorf("processor a's ok deliveries = %v, want 5", v)
+	}
 	for m, n := range exMessages(t, fb, "s2") {
 		if n != 1 {
 			t.Errorf("fb got %s %d times", m, n)

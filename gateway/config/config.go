@@ -131,6 +131,9 @@ const (
 
 // VCenter is the stream/vmware_vcenter entry.
 type VCenter struct {
+	// Name is the entry's name: the stream's metric label, /stats key and
+	// log attribute; empty means the provider name.
+	Name     string
 	Address  string // https://HOST[:PORT]/sdk
 	Username string
 	Password Secret
@@ -141,6 +144,7 @@ type VCenter struct {
 // VCSim is the stream/vcsim entry: the embedded simulator and its event
 // generator.
 type VCSim struct {
+	Name string  // the entry's name, as VCenter's
 	Rate float64 // generated events per second
 }
 

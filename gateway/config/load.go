@@ -496,6 +496,12 @@ func readEntry(e *entryCtx, check func(*entryCtx)) {
 		vc, sim := cfg.VCenter, cfg.VCSim
 		cfg.VCenter, cfg.VCSim = nil, nil
 		check(e)
+		if cfg.VCenter != nil {
+			cfg.VCenter.Name = e.name
+		}
+		if cfg.VCSim != nil {
+			cfg.VCSim.Name = e.name
+		}
 		cfg.Streams = append(cfg.Streams, Stream{Name: e.name, VCenter: cfg.VCenter, VCSim: cfg.VCSim})
 		if len(cfg.Streams) > 1 {
 			cfg.VCenter, cfg.VCSim = vc, sim
