@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/vmware-samples/vmware-event-router/gateway/config"
 )
@@ -54,11 +55,21 @@ func checkCommand(args []string, stdout, stderr io.Writer) int {
 	}
 	// Names default to the provider names, so the spec's configs print as
 	// they always did.
-	routing := ""
-	if cfg.Pattern != nil {
-		routing = " (with a pattern)"
+	var streams, procs []string
+	for _, sc := range cfg.Streams {
+		streams = append(streams, "stream "+sc.Name)
 	}
-	_, _ = fmt.Fprintf(stdout, "%s: ok: stream %s, processor %s%s, %d filter entries, metrics on %s, %s\n",
-		*configPath, cfg.StreamName(), cfg.ProcessorName(), routing, len(cfg.Filters), cfg.Metrics.Address, state)
+	for _, pc := range cfg.Processors {
+		p := "processor " + pc.Name
+		if len(pc.Streams) > 0 {
+			p += " (streams " + strings.Join(pc.Streams, ", ") + ")"
+		}
+		if pc.Pattern != nil {
+			p += " (with a pattern)"
+		}
+		procs = append(procs, p)
+	}
+	_, _ = fmt.Fprintf(stdout, "%s: ok: %s, %s, %d filter entries, metrics on %s, %s\n",
+		*configPath, strings.Join(streams, ", "), strings.Join(procs, ", "), len(cfg.Filters), cfg.Metrics.Address, state)
 	return 0
 }

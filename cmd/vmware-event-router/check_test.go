@@ -99,3 +99,21 @@ func TestEnvironment(t *testing.T) {
 		d.stop(t)
 	}
 }
+
+// TestCheckSeveral: check names every stream and processor entry, with
+// each processor's streams.
+func TestCheckSeveral(t *testing.T) {
+	path := writeConfigText(t, `[{"type": "stream", "provider": "vcsim", "name": "lab"},
+	  {"type": "stream", "provider": "vcsim", "name": "prod"},
+	  {"type": "processor", "provider": "stdout", "options": {"streams": "prod"}},
+	  {"type": "processor", "provider": "stdout", "name": "all", "options": {"pattern": "{\"subject\": [\"VmPoweredOnEvent\"]}"}},
+	  {"type": "metrics", "provider": "internal", "address": "127.0.0.1:0", "auth": {"method": "none"}}]`)
+	var stdout, stderr bytes.Buffer
+	if code := run(t.Context(), []string{"check", "-config", path}, &stdout, &stderr); code != 0 {
+		t.Fatalf("check exited %d: %s", code, stderr.String())
+	}
+	const want = "ok: stream lab, stream prod, processor stdout (streams prod), processor all (with a pattern), 0 filter entries"
+	if !strings.Contains(stdout.String(), want) {
+		t.Errorf("check said %q, want it to contain %q", stdout.String(), want)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -31,20 +32,41 @@ const (
 	closeTimeout = 3 * time.Second
 )
 
-// pipeline is what the daemon and replay share: the processor, its
-// dispatcher with the dead-letter sink, and the filter chain.
+// pipeline is what the daemon and replay share: the processors, each with
+// its dispatcher, the dead-letter sink they share, and the filter chain.
 type pipeline struct {
-	cfg       *config.Config
-	log       *slog.Logger
-	m         *metrics.Metrics
-	processor gateway.Processor
-	disp      *gateway.Dispatcher
-	chain     *filters.Chain
-	filters   *wasm.Manager    // nil without filter entries
-	sink      *deadletter.Sink // nil without a state directory; Degraded() for /readyz
+	cfg     *config.Config
+	log     *slog.Logger
+	m       *metrics.Metrics
+	procs   []*proc
+	chain   *filters.Chain
+	filters *wasm.Manager    // nil without filter entries
+	sink    *deadletter.Sink // nil without a state directory; Degraded() for /readyz
 
 	// closers undo what was built, in reverse order.
 	closers []func()
+}
+
+// proc is one processor entry built: the processor (with its pattern) and
+// its dispatcher.
+type proc struct {
+	cfg       config.Processor
+	processor gateway.Processor
+	disp      *gateway.Dispatcher
+}
+
+// route is the processor's route for the routers and the routing filter.
+func (p *proc) route() gateway.Route {
+	return gateway.Route{Name: p.cfg.Name, Dispatcher: p.disp, Streams: p.cfg.Streams}
+}
+
+// streamPart is one stream entry built: the stream, its router and its
+// checkpoint keeper.
+type streamPart struct {
+	name   string
+	stream gateway.Stream
+	router *gateway.Router
+	keeper *checkpoint.Keeper // nil without a state directory
 }
 
 // daemon is the router assembled from a configuration.
@@ -53,13 +75,11 @@ type daemon struct {
 	server    *metrics.Server
 	serverErr chan error
 	started   atomic.Bool // every part is built: ready may look at them
-	stream    gateway.Stream
-	router    *gateway.Router
-	keeper    *checkpoint.Keeper // nil without a state directory
+	streams   []*streamPart
 }
 
-// newPipeline builds the processor, the dispatcher and the filters. On error
-// it closes what it had built.
+// newPipeline builds the processors, their dispatchers and the filters. On
+// error it closes what it had built.
 func newPipeline(ctx context.Context, cfg *config.Config, m *metrics.Metrics, out io.Writer, log *slog.Logger, finished func(*gateway.Event, string, string)) (_ *pipeline, err error) {
 	p := &pipeline{cfg: cfg, log: log, m: m}
 	defer func() {
@@ -67,45 +87,32 @@ func newPipeline(ctx context.Context, cfg *config.Config, m *metrics.Metrics, ou
 			p.closeAll()
 		}
 	}()
-	procName := cfg.ProcessorProvider()
-	disp := gateway.DispatcherOptions{ProcessorName: procName, Stream: cfg.StreamProvider(), Log: log, Metrics: p.m, Finished: finished}
-	switch {
-	case cfg.OpenFaaS != nil:
-		c := cfg.OpenFaaS
-		proc, err := openfaas.New(*c, log, p.m)
-		if err != nil {
-			return nil, err
-		}
-		p.processor = proc
-		disp.StatsName, disp.Concurrency, disp.QueueSize, disp.RetryLimit = c.Address, c.Concurrency, c.QueueSize, c.RetryLimit
-	case cfg.EventBridge != nil:
-		c := cfg.EventBridge
-		proc, err := eventbridge.New(ctx, *c, log, p.m)
-		if err != nil {
-			return nil, err
-		}
-		p.processor = proc
-		disp.StatsName, disp.QueueSize, disp.RetryLimit = c.RuleARN, c.QueueSize, c.RetryLimit
-	default:
-		p.processor = stdout.New(out)
-		disp.StatsName = "stdout"
-	}
-	p.processor = pattern.Decorate(p.processor, cfg.Pattern) // the routing filter and the dispatcher both ask it
-	p.closers = append(p.closers, func() { _ = p.processor.Close() })
-	disp.Processor = p.processor
 	if cfg.State != nil {
 		sink, err := deadletter.NewSink(filepath.Join(cfg.State.Dir, "dead-letter"), cfg.State.DeadLetterMaxSize, log, m)
 		if err != nil {
 			return nil, err
 		}
 		p.closers = append(p.closers, func() { _ = sink.Close() })
-		p.sink, disp.Sink = sink, sink
+		p.sink = sink
 	}
-	// Without a state directory the dispatcher's default sink logs each
-	// dead letter with its whole event at error level.
-	p.disp = gateway.NewDispatcher(disp)
+	// Several processors taking one stream share its gauges (watermark,
+	// pending), which then count the stream, not one processor's share.
+	var gauges *gateway.StreamGauges
+	if len(cfg.Processors) > 1 {
+		gauges = gateway.NewStreamGauges(m)
+	}
+	var routes []gateway.Route
+	for _, pc := range cfg.Processors {
+		pr, err := newProc(ctx, cfg, pc, m, out, log, finished, gauges, p.sink)
+		if err != nil {
+			return nil, fmt.Errorf("processor %s: %w", pc.Name, err)
+		}
+		p.closers = append(p.closers, func() { _ = pr.processor.Close() })
+		p.procs = append(p.procs, pr)
+		routes = append(routes, pr.route())
+	}
 
-	p.chain = filters.NewChain(filters.NewRouting(p.processor), log, p.m)
+	p.chain = filters.NewChain(filters.NewRoutingFor(routes), log, p.m)
 	if len(cfg.Filters) > 0 {
 		cacheDir := ""
 		if cfg.State != nil {
@@ -122,10 +129,53 @@ func newPipeline(ctx context.Context, cfg *config.Config, m *metrics.Metrics, ou
 	return p, nil
 }
 
+// newProc builds one processor and its dispatcher; sink nil: the
+// dispatcher's default sink logs each dead letter with its whole event at
+// error level.
+func newProc(ctx context.Context, cfg *config.Config, pc config.Processor, m *metrics.Metrics, out io.Writer, log *slog.Logger,
+	finished func(*gateway.Event, string, string), gauges *gateway.StreamGauges, sink *deadletter.Sink) (*proc, error) {
+	// The default stream (the ledger reached without a lookup) is the
+	// first the processor takes.
+	stream := cfg.StreamName()
+	if len(pc.Streams) > 0 {
+		stream = pc.Streams[0]
+	}
+	disp := gateway.DispatcherOptions{ProcessorName: pc.Name, Stream: stream, Log: log, Metrics: m, Finished: finished, Gauges: gauges}
+	pr := &proc{cfg: pc}
+	switch {
+	case pc.OpenFaaS != nil:
+		c := pc.OpenFaaS
+		processor, err := openfaas.New(*c, log, m)
+		if err != nil {
+			return nil, err
+		}
+		pr.processor = processor
+		disp.StatsName, disp.Concurrency, disp.QueueSize, disp.RetryLimit = c.Address, c.Concurrency, c.QueueSize, c.RetryLimit
+	case pc.EventBridge != nil:
+		c := pc.EventBridge
+		processor, err := eventbridge.New(ctx, *c, log, m)
+		if err != nil {
+			return nil, err
+		}
+		pr.processor = processor
+		disp.StatsName, disp.QueueSize, disp.RetryLimit = c.RuleARN, c.QueueSize, c.RetryLimit
+	default:
+		pr.processor = stdout.New(out)
+		disp.StatsName = "stdout"
+	}
+	pr.processor = pattern.Decorate(pr.processor, pc.Pattern) // the routing filter and the dispatcher both ask it
+	disp.Processor = pr.processor
+	if sink != nil {
+		disp.Sink = sink
+	}
+	pr.disp = gateway.NewDispatcher(disp)
+	return pr, nil
+}
+
 // newDaemon builds every part in dependency order: metrics and their
 // server first (so /livez answers while a large filter module compiles or
-// AWS is slow), then processor, dispatcher, filters, stream, checkpoints.
-// On error it closes what it had built.
+// AWS is slow), then processors, dispatchers, filters, streams,
+// checkpoints. On error it closes what it had built.
 func newDaemon(ctx context.Context, cfg *config.Config, out io.Writer, log *slog.Logger) (_ *daemon, err error) {
 	d := &daemon{serverErr: make(chan error, 1)}
 	m := metrics.New()
@@ -156,32 +206,51 @@ func newDaemon(ctx context.Context, cfg *config.Config, out io.Writer, log *slog
 			d.closeAll()
 		}
 	}()
-	switch {
-	case cfg.VCSim != nil:
-		d.stream, err = vcenter.NewSimulated(*cfg.VCSim, log, d.m)
-	default:
-		d.stream, err = vcenter.New(*cfg.VCenter, log, d.m)
-	}
-	if err != nil {
-		return nil, err
-	}
-	if c, ok := d.stream.(io.Closer); ok {
-		d.closers = append(d.closers, func() { _ = c.Close() })
-	}
-	// One stream, one processor: the fan-out's N x M with N = M = 1.
-	stream, proc := cfg.StreamProvider(), cfg.ProcessorProvider()
-	routes := []gateway.Route{{Name: proc, Dispatcher: d.disp}}
-	var resume func(string, string, time.Time) (gateway.Resume, bool)
+	var store *checkpoint.Store
 	if cfg.State != nil {
-		store, err := checkpoint.NewStore(filepath.Join(cfg.State.Dir, "checkpoints"), nil, log)
+		store, err = checkpoint.NewStore(filepath.Join(cfg.State.Dir, "checkpoints"), nil, log)
 		if err != nil {
 			return nil, err
 		}
-		d.keeper = checkpoint.NewKeeper(store, []checkpoint.Processor{{Name: proc, Watermarks: d.disp}},
-			cfg.State.ReplayWindow, stream, log, d.m)
-		resume = d.keeper.ResumeAll
 	}
-	d.router = gateway.NewRouter(gateway.RouterOptions{Stream: stream, Chain: d.chain, Routes: routes, Log: log, Resume: resume})
+	routes := make([]gateway.Route, len(d.procs))
+	for i, pr := range d.procs {
+		routes[i] = pr.route()
+	}
+	// N streams x M processors: each stream has its router, which hands
+	// its events to the processors taking it, and its keeper.
+	for _, sc := range cfg.Streams {
+		var vs *vcenter.Stream
+		switch {
+		case sc.VCSim != nil:
+			vs, err = vcenter.NewSimulated(*sc.VCSim, log, d.m)
+		default:
+			vs, err = vcenter.New(*sc.VCenter, log, d.m)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("stream %s: %w", sc.Name, err)
+		}
+		d.closers = append(d.closers, func() { _ = vs.Close() })
+		vs.SetName(sc.Name)
+		sp := &streamPart{name: sc.Name, stream: vs}
+		var cps []checkpoint.Processor
+		for _, rt := range routes {
+			if rt.Takes(sc.Name) {
+				cps = append(cps, checkpoint.Processor{Name: rt.Name, Watermarks: rt.Dispatcher})
+			}
+		}
+		if len(cps) == 0 {
+			// Nothing to acknowledge: no checkpoint to keep.
+			log.Warn("no processor takes this stream (see the processors' option streams): its events are read and dropped", "stream", sc.Name)
+		}
+		var resume func(string, string, time.Time) (gateway.Resume, bool)
+		if store != nil && len(cps) > 0 {
+			sp.keeper = checkpoint.NewKeeper(store, cps, cfg.State.ReplayWindow, sc.Name, log, d.m)
+			resume = sp.keeper.ResumeAll
+		}
+		sp.router = gateway.NewRouter(gateway.RouterOptions{Stream: sc.Name, Chain: d.chain, Routes: routes, Log: log, Resume: resume})
+		d.streams = append(d.streams, sp)
+	}
 	d.started.Store(true)
 	return d, nil
 }
@@ -193,18 +262,24 @@ func (p *pipeline) closeAll() {
 	p.closers = nil
 }
 
-// ready is /readyz: the stream connected and the processor has its routing.
+// ready is /readyz: every stream connected and every processor has its
+// routing; otherwise one line per part that is not.
 func (d *daemon) ready() error {
 	if !d.started.Load() {
 		return errors.New("starting")
 	}
-	if err := d.stream.Ready(); err != nil {
-		return fmt.Errorf("stream %s: %w", d.cfg.StreamProvider(), err)
+	var errs []error
+	for _, sp := range d.streams {
+		if err := sp.stream.Ready(); err != nil {
+			errs = append(errs, fmt.Errorf("stream %s: %w", sp.name, err))
+		}
 	}
-	if err := d.processor.Ready(); err != nil {
-		return fmt.Errorf("processor %s: %w", d.cfg.ProcessorProvider(), err)
+	for _, pr := range d.procs {
+		if err := pr.processor.Ready(); err != nil {
+			errs = append(errs, fmt.Errorf("processor %s: %w", pr.cfg.Name, err))
+		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // degraded is /readyz's "degraded:" lines after ok: parts that work, but
@@ -213,54 +288,78 @@ func (d *daemon) degraded() []string {
 	if !d.started.Load() {
 		return nil
 	}
-	// The dispatcher's lines: the stream held longer than degraded_after,
-	// and held destinations.
-	lines := d.disp.Degraded()
-	// The dead-letter sink, full: it holds the processor's deliveries.
+	var lines []string
+	for _, pr := range d.procs {
+		// The dispatcher's lines: a stream held longer than
+		// degraded_after, and held destinations.
+		lines = append(lines, pr.disp.Degraded()...)
+	}
+	// The dead-letter sink, full: it holds the processors' deliveries.
 	if d.sink != nil {
 		if r := d.sink.Degraded(); r != "" {
-			lines = append(lines, fmt.Sprintf("processor %s: %s", d.cfg.ProcessorProvider(), r))
+			for _, pr := range d.procs {
+				lines = append(lines, fmt.Sprintf("processor %s: %s", pr.cfg.Name, r))
+			}
 		}
 	}
 	return lines
 }
 
-// run starts the parts and blocks until ctx is done (SIGINT/SIGTERM), the
+// run starts the parts and blocks until ctx is done (SIGINT/SIGTERM), a
 // stream fails for good or a checkpoint cannot be read; then it shuts down
-// within shutdownLimit, in this order: stop reading vCenter; give deliveries
-// in flight up to drainTimeout (counted from the start of the shutdown);
-// stop the checkpoint keeper's loop and write the final checkpoint; only
-// then close the rest with short deadlines (the stream's Close logs out of
-// vCenter, the processor, the dead-letter sink, the metrics server), so a
-// slow logout can never cost the checkpoint.
+// within shutdownLimit, in this order: stop reading every vCenter; give
+// deliveries in flight up to drainTimeout (one budget for every
+// dispatcher, counted from the start of the shutdown); stop the checkpoint
+// keepers' loops and write the final checkpoints; only then close the rest
+// with short deadlines (the streams' Close logs out of vCenter, the
+// processors, the dead-letter sink, the metrics server), so a slow logout
+// can never cost a checkpoint. Each stream runs in its own goroutine and
+// reconnects on its own: a vCenter down or slow delays no other stream.
 func (d *daemon) run(ctx context.Context) error {
 	defer d.closeAll()
-	d.log.Info("vmware-event-router starting", "stream", d.cfg.StreamProvider(), "processor", d.cfg.ProcessorProvider(),
+	d.log.Info("vmware-event-router starting", "streams", d.streamNames(), "processors", d.procNames(),
 		"filters", len(d.cfg.Filters), "metrics", "http://"+d.server.Addr())
 
 	procCtx, stopProc := context.WithCancel(context.Background())
 	defer stopProc()
-	if err := d.processor.Start(procCtx); err != nil {
-		return fmt.Errorf("processor %s: %w", d.cfg.ProcessorProvider(), err)
+	for _, pr := range d.procs {
+		if err := pr.processor.Start(procCtx); err != nil {
+			return fmt.Errorf("processor %s: %w", pr.cfg.Name, err)
+		}
 	}
 
-	var keeperFailed <-chan error // nil without a keeper: never ready
-	if d.keeper != nil {
-		d.keeper.Start()
-		keeperFailed = d.keeper.Failed()
+	keeperFailed := make(chan error, len(d.streams))
+	for _, sp := range d.streams {
+		if sp.keeper != nil {
+			sp.keeper.Start()
+			go func(failed <-chan error) {
+				select {
+				case err := <-failed:
+					keeperFailed <- err
+				case <-procCtx.Done():
+				}
+			}(sp.keeper.Failed())
+		}
 	}
 	streamCtx, stopStream := context.WithCancel(ctx)
 	defer stopStream()
-	streamErr := make(chan error, 1)
-	go func() { streamErr <- d.stream.Run(streamCtx, d.router) }()
+	type streamResult struct {
+		name string
+		err  error
+	}
+	streamErr := make(chan streamResult, len(d.streams))
+	for _, sp := range d.streams {
+		go func() { streamErr <- streamResult{sp.name, sp.stream.Run(streamCtx, sp.router)} }()
+	}
 
 	var runErr error
+	running := len(d.streams)
 	select {
 	case <-ctx.Done():
 		d.log.Info("shutting down: stopped reading; finishing deliveries in flight", "grace", drainTimeout)
-	case err := <-streamErr:
-		streamErr <- err
-		runErr = fmt.Errorf("stream %s: %w", d.cfg.StreamProvider(), err)
+	case r := <-streamErr:
+		running--
+		runErr = fmt.Errorf("stream %s: %w", r.name, r.err)
 	case err := <-d.serverErr:
 		runErr = fmt.Errorf("metrics server: %w", err)
 	case err := <-keeperFailed:
@@ -273,22 +372,53 @@ func (d *daemon) run(ctx context.Context) error {
 	// shutdown goes on without it: what it has not handed on is not
 	// acknowledged and is read again at the next start.
 	streamWait, cancelWait := context.WithTimeout(drainCtx, closeTimeout)
-	select {
-	case err := <-streamErr:
-		if err != nil && !errors.Is(err, context.Canceled) && runErr == nil {
-			runErr = fmt.Errorf("stream %s: %w", d.cfg.StreamProvider(), err)
+	for ; running > 0; running-- {
+		select {
+		case r := <-streamErr:
+			if r.err != nil && !errors.Is(r.err, context.Canceled) && runErr == nil {
+				runErr = fmt.Errorf("stream %s: %w", r.name, r.err)
+			}
+			continue
+		case <-streamWait.Done():
+			d.log.Warn("shutdown: a stream did not stop in time; going on without it", "streams", running, "waited", closeTimeout)
 		}
-	case <-streamWait.Done():
-		d.log.Warn("shutdown: the stream did not stop in time; going on without it", "stream", d.cfg.StreamProvider(), "waited", closeTimeout)
+		break
 	}
 	cancelWait()
-	if err := d.disp.Close(drainCtx); err != nil {
-		d.log.Warn("shutdown: not every delivery finished; they are not acknowledged and are replayed at the next start", "err", err)
+	var wg sync.WaitGroup
+	for _, pr := range d.procs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := pr.disp.Close(drainCtx); err != nil {
+				d.log.Warn("shutdown: not every delivery finished; they are not acknowledged and are replayed at the next start",
+					"processor", pr.cfg.Name, "err", err)
+			}
+		}()
 	}
-	if d.keeper != nil {
-		d.keeper.Stop()
+	wg.Wait()
+	for _, sp := range d.streams {
+		if sp.keeper != nil {
+			sp.keeper.Stop()
+		}
 	}
 	stopProc()
 	d.log.Info("vmware-event-router stopped")
 	return runErr
+}
+
+func (d *daemon) streamNames() []string {
+	names := make([]string, len(d.streams))
+	for i, sp := range d.streams {
+		names[i] = sp.name
+	}
+	return names
+}
+
+func (p *pipeline) procNames() []string {
+	names := make([]string, len(p.procs))
+	for i, pr := range p.procs {
+		names[i] = pr.cfg.Name
+	}
+	return names
 }

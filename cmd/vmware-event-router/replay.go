@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -84,9 +85,11 @@ func replayCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 	defer p.closeAll()
 	procCtx, stopProc := context.WithCancel(ctx)
 	defer stopProc()
-	if err := p.processor.Start(procCtx); err != nil {
-		_, _ = fmt.Fprintf(stderr, "vmware-event-router replay: processor %s: %v\n", cfg.ProcessorProvider(), err)
-		return 1
+	for _, pr := range p.procs {
+		if err := pr.processor.Start(procCtx); err != nil {
+			_, _ = fmt.Fprintf(stderr, "vmware-event-router replay: processor %s: %v\n", pr.cfg.Name, err)
+			return 1
+		}
 	}
 	for _, l := range letters {
 		ev, err := l.PipelineEvent()
@@ -95,8 +98,18 @@ func replayCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 			failed.Add(1)
 			continue
 		}
-		if l.Origin == gateway.OriginProcessor && l.Destination != "" {
-			err = p.disp.SubmitTo(ctx, ev, []string{l.Destination})
+		if l.Origin == gateway.OriginProcessor {
+			// A processor's letter goes back to that processor only.
+			pr := p.proc(l.Processor)
+			switch {
+			case pr == nil:
+				log.Error("skipping a dead letter of a processor the config does not have", "file", fs.Arg(0), "line", l.LineNo, "processor", l.Processor)
+				failed.Add(1)
+			case l.Destination != "":
+				err = pr.disp.SubmitTo(ctx, ev, []string{l.Destination})
+			default:
+				err = pr.disp.Submit(ctx, ev)
+			}
 		} else {
 			var out *gateway.Event
 			out, err = p.chain.Run(ctx, ev)
@@ -104,13 +117,19 @@ func replayCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 			case err != nil:
 				// An error here means ctx ended before the sink kept the
 				// letter: interrupted, as below.
-				err = p.disp.DeadLetter(ctx, gateway.DeadLetter{Event: ev, Origin: gateway.OriginFilter,
+				err = p.procs[0].disp.DeadLetter(ctx, gateway.DeadLetter{Event: ev, Origin: gateway.OriginFilter,
 					Reason: "filter_error", Error: err.Error(), Attempts: 1})
 				failed.Add(1)
 			case out == nil:
 				dropped.Add(1)
 			default:
-				err = p.disp.Submit(ctx, out)
+				// A filter's letter goes to every processor taking its
+				// stream, as the router would have sent it.
+				for _, pr := range p.procs {
+					if err == nil && pr.route().Takes(out.Stream) {
+						err = pr.disp.Submit(ctx, out)
+					}
+				}
 			}
 		}
 		if err != nil {
@@ -120,7 +139,10 @@ func replayCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 	}
 	waitCtx, cancel := context.WithTimeout(ctx, replayTimeout)
 	defer cancel()
-	closeErr := p.disp.Close(waitCtx)
+	var closeErr error
+	for _, pr := range p.procs {
+		closeErr = errors.Join(closeErr, pr.disp.Close(waitCtx))
+	}
 	_, _ = fmt.Fprintf(stderr, "replayed %d dead letters: %d delivered, %d dead-lettered again, %d dropped by filters\n",
 		len(letters), delivered.Load(), failed.Load(), dropped.Load())
 	if closeErr != nil || failed.Load() > 0 {
@@ -140,4 +162,19 @@ func splitStream(all []deadletter.Line) (replayable, stream []deadletter.Line) {
 		}
 	}
 	return replayable, stream
+}
+
+// proc returns the processor named name; nil if the config has none. A
+// config of one processor takes every processor letter: a letter written
+// before the processor was renamed still has a way back.
+func (p *pipeline) proc(name string) *proc {
+	for _, pr := range p.procs {
+		if pr.cfg.Name == name {
+			return pr
+		}
+	}
+	if len(p.procs) == 1 {
+		return p.procs[0]
+	}
+	return nil
 }

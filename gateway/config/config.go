@@ -20,11 +20,17 @@ type Config struct {
 	// File is the path the configuration was read from.
 	File string
 
-	// Exactly one stream: VCenter or VCSim.
+	// Streams and Processors are every stream and processor entry, in
+	// file order; at least one of each.
+	Streams    []Stream
+	Processors []Processor
+
+	// The first stream entry: VCenter or VCSim (the spec's one-of-each
+	// configs have exactly one).
 	VCenter *VCenter
 	VCSim   *VCSim
 
-	// Exactly one processor: OpenFaaS, EventBridge or Stdout.
+	// The first processor entry: OpenFaaS, EventBridge or Stdout.
 	OpenFaaS    *OpenFaaS
 	EventBridge *EventBridge
 	Stdout      *Stdout
@@ -37,48 +43,71 @@ type Config struct {
 	// State is the router's writable directory; nil without one.
 	State *State
 
-	// Pattern is the processor's "pattern" option; nil without one.
+	// Pattern is the first processor's "pattern" option; nil without one.
 	Pattern *pattern.Pattern
-
-	// The entries' names (key "name"); empty means the provider name.
-	streamName, processorName string
 }
 
-// StreamName returns the stream entry's name: its "name", by default its
-// provider name.
-func (c *Config) StreamName() string {
-	if c.streamName == "" {
-		return c.StreamProvider()
-	}
-	return c.streamName
+// Stream is one stream entry: exactly one of VCenter and VCSim is set.
+type Stream struct {
+	Name    string // its "name", by default its provider name
+	VCenter *VCenter
+	VCSim   *VCSim
 }
 
-// ProcessorName returns the processor entry's name: its "name", by default
-// its provider name.
-func (c *Config) ProcessorName() string {
-	if c.processorName == "" {
-		return c.ProcessorProvider()
-	}
-	return c.processorName
-}
-
-// StreamProvider returns the configured stream's provider name.
-func (c *Config) StreamProvider() string {
-	if c.VCSim != nil {
+// Provider returns the stream's provider name.
+func (s Stream) Provider() string {
+	if s.VCSim != nil {
 		return ProviderVCSim
 	}
 	return ProviderVCenter
 }
 
-// ProcessorProvider returns the configured processor's provider name.
-func (c *Config) ProcessorProvider() string {
+// Processor is one processor entry: exactly one of OpenFaaS, EventBridge
+// and Stdout is set.
+type Processor struct {
+	Name        string // its "name", by default its provider name
+	OpenFaaS    *OpenFaaS
+	EventBridge *EventBridge
+	Stdout      *Stdout
+	Pattern     *pattern.Pattern // the "pattern" option; nil without one
+	Streams     []string         // the "streams" option; empty: every stream
+}
+
+// Provider returns the processor's provider name.
+func (p Processor) Provider() string {
 	switch {
-	case c.OpenFaaS != nil:
+	case p.OpenFaaS != nil:
 		return ProviderOpenFaaS
-	case c.EventBridge != nil:
+	case p.EventBridge != nil:
 		return ProviderEventBridge
 	}
 	return ProviderStdout
+}
+
+// StreamName returns the first stream entry's name.
+func (c *Config) StreamName() string { return c.firstStream().Name }
+
+// ProcessorName returns the first processor entry's name.
+func (c *Config) ProcessorName() string { return c.firstProcessor().Name }
+
+// StreamProvider returns the first stream entry's provider name.
+func (c *Config) StreamProvider() string { return c.firstStream().Provider() }
+
+// ProcessorProvider returns the first processor entry's provider name.
+func (c *Config) ProcessorProvider() string { return c.firstProcessor().Provider() }
+
+func (c *Config) firstStream() Stream {
+	if len(c.Streams) == 0 {
+		return Stream{Name: ProviderVCenter}
+	}
+	return c.Streams[0]
+}
+
+func (c *Config) firstProcessor() Processor {
+	if len(c.Processors) == 0 {
+		return Processor{Name: ProviderStdout}
+	}
+	return c.Processors[0]
 }
 
 // Entry types and providers, as they appear in the file.
@@ -102,6 +131,9 @@ const (
 
 // VCenter is the stream/vmware_vcenter entry.
 type VCenter struct {
+	// Name is the entry's name: the stream's metric label, /stats key and
+	// log attribute; empty means the provider name.
+	Name     string
 	Address  string // https://HOST[:PORT]/sdk
 	Username string
 	Password Secret
@@ -112,6 +144,7 @@ type VCenter struct {
 // VCSim is the stream/vcsim entry: the embedded simulator and its event
 // generator.
 type VCSim struct {
+	Name string  // the entry's name, as VCenter's
 	Rate float64 // generated events per second
 }
 

@@ -420,3 +420,50 @@ func TestYAMLPattern(t *testing.T) {
 		t.Errorf("a pattern written as a YAML mapping: %v", err)
 	}
 }
+
+func TestSeveralStreamsAndProcessors(t *testing.T) {
+	cfg, err := Parse("several.yaml", []byte(`
+- {type: stream, provider: vcsim, name: lab}
+- {type: stream, provider: vmware_vcenter, name: prod, address: "https://vc.example.com/sdk",
+   auth: {method: user_password, secret: {username: u, password: p}}}
+- {type: processor, provider: stdout, name: lab-only, options: {streams: " lab "}}
+- {type: processor, provider: openfaas, address: "http://gw:8080", auth: {method: basic_auth, secret: {username: a, password: b}},
+   options: {pattern: '{"subject": ["VmPoweredOnEvent"]}'}}
+- {type: metrics, provider: internal, address: "127.0.0.1:0", auth: {method: none}}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Streams) != 2 || cfg.Streams[0].Name != "lab" || cfg.Streams[0].VCSim == nil ||
+		cfg.Streams[1].Name != "prod" || cfg.Streams[1].VCenter == nil || cfg.Streams[1].Provider() != ProviderVCenter {
+		t.Errorf("streams %+v", cfg.Streams)
+	}
+	if len(cfg.Processors) != 2 {
+		t.Fatalf("processors %+v", cfg.Processors)
+	}
+	a, b := cfg.Processors[0], cfg.Processors[1]
+	if a.Name != "lab-only" || a.Stdout == nil || !reflect.DeepEqual(a.Streams, []string{"lab"}) || a.Pattern != nil {
+		t.Errorf("first processor %+v", a)
+	}
+	if b.Name != "openfaas" || b.OpenFaaS == nil || b.Streams != nil || b.Pattern == nil {
+		t.Errorf("second processor %+v", b)
+	}
+	// The first-entry fields are the first entries'.
+	if cfg.VCSim == nil || cfg.VCenter != nil || cfg.Stdout == nil || cfg.OpenFaaS != nil || cfg.Pattern != nil || cfg.StreamName() != "lab" {
+		t.Errorf("first-entry fields: %+v", cfg)
+	}
+}
+
+func TestDuplicateNamesAcrossEntries(t *testing.T) {
+	_, err := Parse("dup.yaml", []byte(`
+- {type: stream, provider: vcsim, name: a}
+- {type: stream, provider: vcsim}
+- {type: processor, provider: stdout}
+- {type: processor, provider: stdout, name: a}
+- {type: metrics, provider: internal, address: "127.0.0.1:0", auth: {method: none}}
+`))
+	want := `dup.yaml: entry [3] (processor/stdout): name: "a" is also the name of entry [0] (stream/vcsim)`
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("got %v\nwant it to contain %s", err, want)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -343,6 +344,8 @@ type validator struct {
 	file     string
 	cfg      *Config
 	problems Problems
+
+	procStreams []procStreams
 }
 
 // entryCtx carries one entry being validated.
@@ -443,12 +446,9 @@ func (v *validator) entries(entries []any) {
 			metrics = append(metrics, where)
 		}
 		if e.typ == TypeStream || e.typ == TypeProcessor {
-			other, taken := named[e.name]
-			// While one stream and one processor are allowed, two of a
-			// type are reported as such below, not as a name clash.
-			if taken && other.typ != e.typ {
+			if other, taken := named[e.name]; taken {
 				e.problem("name", "%q is also the name of %s: stream and processor names must be unique (set name on one of them)", e.name, other.where)
-			} else if !taken {
+			} else {
 				named[e.name] = namedEntry{e.typ, where}
 			}
 		}
@@ -459,17 +459,27 @@ func (v *validator) entries(entries []any) {
 			}
 		}
 	}
-	one := func(what string, found []string, example string) {
-		switch {
-		case len(found) == 0:
-			v.fileProblem("no %s entry: exactly one is required, e.g. %s", what, example)
-		case len(found) > 1:
-			v.fileProblem("%d %s entries (%s): exactly one is allowed; run one router per vCenter", len(found), what, strings.Join(found, ", "))
+	if len(streams) == 0 {
+		v.fileProblem(`no stream entry: at least one is required, e.g. {"type": "stream", "provider": "vmware_vcenter", ...}`)
+	}
+	if len(processors) == 0 {
+		v.fileProblem(`no processor entry: at least one is required, e.g. {"type": "processor", "provider": "openfaas", ...}`)
+	}
+	switch {
+	case len(metrics) == 0:
+		v.fileProblem(`no metrics entry: exactly one is required, e.g. {"type": "metrics", "provider": "internal", "address": "0.0.0.0:8080", "auth": {"method": "none"}}`)
+	case len(metrics) > 1:
+		v.fileProblem("%d metrics entries (%s): exactly one is allowed", len(metrics), strings.Join(metrics, ", "))
+	}
+	// A processor's "streams" names stream entries, wherever they are in
+	// the file.
+	for _, ps := range v.procStreams {
+		for _, name := range ps.names {
+			if !slices.ContainsFunc(v.cfg.Streams, func(s Stream) bool { return s.Name == name }) {
+				ps.e.problem("options.streams", "%q is not the name of a stream entry", name)
+			}
 		}
 	}
-	one("stream", streams, `{"type": "stream", "provider": "vmware_vcenter", ...}`)
-	one("processor", processors, `{"type": "processor", "provider": "openfaas", ...}`)
-	one("metrics", metrics, `{"type": "metrics", "provider": "internal", "address": "0.0.0.0:8080", "auth": {"method": "none"}}`)
 	if len(states) > 1 {
 		v.fileProblem("%d internal/state entries (%s): at most one is allowed", len(states), strings.Join(states, ", "))
 	}
@@ -478,20 +488,68 @@ func (v *validator) entries(entries []any) {
 // readEntry reads the options of e's kind, check's and those every entry of
 // its type shares.
 func readEntry(e *entryCtx, check func(*entryCtx)) {
-	check(e)
+	cfg := e.v.cfg
 	switch e.typ {
 	case TypeStream:
-		e.v.cfg.streamName = e.name
+		// The kind's function sets cfg's first-entry field; it is moved
+		// into the entry and the first entry's put back.
+		vc, sim := cfg.VCenter, cfg.VCSim
+		cfg.VCenter, cfg.VCSim = nil, nil
+		check(e)
+		if cfg.VCenter != nil {
+			cfg.VCenter.Name = e.name
+		}
+		if cfg.VCSim != nil {
+			cfg.VCSim.Name = e.name
+		}
+		cfg.Streams = append(cfg.Streams, Stream{Name: e.name, VCenter: cfg.VCenter, VCSim: cfg.VCSim})
+		if len(cfg.Streams) > 1 {
+			cfg.VCenter, cfg.VCSim = vc, sim
+		}
 	case TypeProcessor:
-		e.v.cfg.processorName = e.name
+		of, eb, so := cfg.OpenFaaS, cfg.EventBridge, cfg.Stdout
+		cfg.OpenFaaS, cfg.EventBridge, cfg.Stdout = nil, nil, nil
+		check(e)
+		p := Processor{Name: e.name, OpenFaaS: cfg.OpenFaaS, EventBridge: cfg.EventBridge, Stdout: cfg.Stdout}
 		if raw := e.option("pattern", ""); raw != "" {
-			p, err := pattern.Compile(raw)
+			pat, err := pattern.Compile(raw)
 			if err != nil {
 				e.problem("options.pattern", "%v", err)
 			}
-			e.v.cfg.Pattern = p
+			p.Pattern = pat
 		}
+		if raw := e.option("streams", ""); raw != "" {
+			for _, name := range strings.Split(raw, ",") {
+				name = strings.TrimSpace(name)
+				switch {
+				case name == "":
+					e.problem("options.streams", "an empty stream name in %q (comma-separated stream entry names)", raw)
+				case slices.Contains(p.Streams, name):
+					e.problem("options.streams", "%q is named twice", name)
+				default:
+					p.Streams = append(p.Streams, name)
+				}
+			}
+			if len(p.Streams) > 0 {
+				e.v.procStreams = append(e.v.procStreams, procStreams{e, p.Streams})
+			}
+		}
+		cfg.Processors = append(cfg.Processors, p)
+		if len(cfg.Processors) == 1 {
+			cfg.Pattern = p.Pattern
+		} else {
+			cfg.OpenFaaS, cfg.EventBridge, cfg.Stdout = of, eb, so
+		}
+	default:
+		check(e)
 	}
+}
+
+// procStreams is a processor entry's "streams" option, checked once every
+// stream entry is read.
+type procStreams struct {
+	e     *entryCtx
+	names []string
 }
 
 // kindOptions returns, per entry kind, every option it takes with its

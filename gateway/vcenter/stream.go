@@ -170,7 +170,7 @@ func New(cfg config.VCenter, log *slog.Logger, m *metrics.Metrics) (*Stream, err
 		}
 		tc.RootCAs = pool
 	}
-	return newStream(config.ProviderVCenter, cfg.Address, u, cfg.Username, cfg.Password, tc, log, m), nil
+	return newStream(nameOr(cfg.Name, config.ProviderVCenter), cfg.Address, u, cfg.Username, cfg.Password, tc, log, m), nil
 }
 
 // loadCAFile returns the system roots plus the certificates of file.
@@ -189,6 +189,16 @@ func loadCAFile(file string) (*x509.CertPool, error) {
 	return pool, nil
 }
 
+// nameOr returns the entry's name, by default its provider name.
+func nameOr(name, provider string) string {
+	if name == "" {
+		return provider
+	}
+	return name
+}
+
+// newStream's provider is the stream's name: metric label, stats key, log
+// attribute and Event.Stream.
 func newStream(provider, source string, u *url.URL, user string, pass config.Secret, tc *tls.Config, log *slog.Logger, m *metrics.Metrics) *Stream {
 	clean := *u
 	if clean.User != nil {

@@ -66,7 +66,7 @@ func NewSimulated(cfg config.VCSim, log *slog.Logger, m *metrics.Metrics) (*Stre
 	source := *server.URL
 	source.User = nil
 	sim := &simulation{model: model, server: server, url: &withUser, tls: tc, rate: cfg.Rate}
-	s := newStream(config.ProviderVCSim, source.String(), &source, simUser, config.Secret(pass), tc, log, m)
+	s := newStream(nameOr(cfg.Name, config.ProviderVCSim), source.String(), &source, simUser, config.Secret(pass), tc, log, m)
 	s.sim = sim
 	s.log.Info("started the embedded vCenter simulator", "address", s.source, "rate", cfg.Rate)
 	return s, nil
