@@ -30,13 +30,6 @@ func TestREADMEConfigurationTable(t *testing.T) {
 			t.Errorf("README: no row for %s/%s", k[0], k[1])
 			continue
 		}
-		// TODO(lead): the README rows get "streams" with the text of
-		// NOTES-multi.md; then drop notInREADMEYet.
-		for o := range notInREADMEYet {
-			if _, documented := got[o]; !documented {
-				delete(want, o)
-			}
-		}
 		if len(want) == 0 {
 			want = nil
 		}
@@ -50,9 +43,6 @@ func TestREADMEConfigurationTable(t *testing.T) {
 		}
 	}
 }
-
-// notInREADMEYet are options the README's table is still to document.
-var notInREADMEYet = map[string]bool{"streams": true}
 
 func TestReadmeTableParser(t *testing.T) {
 	table := "| entry (`type` / `provider`) | `address` | `auth.method` (secret keys) | options: key (default) |\n" +
