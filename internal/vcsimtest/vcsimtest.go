@@ -226,6 +226,19 @@ func (s *Sim) Client() *vim25.Client { return s.api }
 // API; it logs out at the end of the test.
 func (s *Sim) Login() *vim25.Client {
 	s.t.Helper()
+	c := s.login()
+	s.t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_, _ = methods.Logout(ctx, c, &types.Logout{This: *c.ServiceContent.SessionManager})
+		c.CloseIdleConnections()
+	})
+	return c
+}
+
+// login connects to the simulator over SOAP and logs in as User.
+func (s *Sim) login() *vim25.Client {
+	s.t.Helper()
 	ctx := context.Background()
 	u, err := url.Parse(s.URL)
 	if err != nil {
@@ -238,12 +251,6 @@ func (s *Sim) Login() *vim25.Client {
 	if _, err := methods.Login(ctx, c, &types.Login{This: *c.ServiceContent.SessionManager, UserName: User, Password: Password}); err != nil {
 		s.t.Fatalf("vcsimtest: logging in to the simulator: %v", err)
 	}
-	s.t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		_, _ = methods.Logout(ctx, c, &types.Logout{This: *c.ServiceContent.SessionManager})
-		c.CloseIdleConnections()
-	})
 	return c
 }
 
@@ -350,17 +357,7 @@ const maxCollectors = 32
 func (s *Sim) Collectors() int {
 	s.t.Helper()
 	ctx := context.Background()
-	u, err := url.Parse(s.URL)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	c, err := vim25.NewClient(ctx, soap.NewClient(u, true))
-	if err != nil {
-		s.t.Fatalf("vcsimtest: connecting to the simulator: %v", err)
-	}
-	if _, err := methods.Login(ctx, c, &types.Login{This: *c.ServiceContent.SessionManager, UserName: User, Password: Password}); err != nil {
-		s.t.Fatalf("vcsimtest: logging in to the simulator: %v", err)
-	}
+	c := s.login()
 	// The probe's session ends with it, so it is not counted by a test
 	// looking at the sessions.
 	defer func() {
