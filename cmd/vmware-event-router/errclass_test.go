@@ -86,7 +86,7 @@ func TestEventBridgeThrottledAndRefused(t *testing.T) {
 		}
 	}
 	for _, code := range []string{"ThrottlingException", "ExpiredTokenException"} {
-		series := fmt.Sprintf(`eventrouter_eventbridge_failed_entries_total{code=%q}`, code)
+		series := fmt.Sprintf(`eventrouter_eventbridge_failed_entries_total{code=%q,processor="aws_event_bridge"}`, code)
 		if d.metric(t, series) == 0 {
 			t.Errorf("%s = 0: the refusals were not counted", series)
 		}

@@ -226,7 +226,7 @@ func TestEventBridgeSpecExample(t *testing.T) {
 			t.Errorf("envelope source %q region %q", e.Source, e.Region)
 		}
 	}
-	if n := d.metric(t, `eventrouter_eventbridge_rule_syncs_total{result="ok"}`); n < 1 {
+	if n := d.metric(t, `eventrouter_eventbridge_rule_syncs_total{processor="aws_event_bridge",result="ok"}`); n < 1 {
 		t.Errorf("rule syncs ok = %v", n)
 	}
 	_, stats := d.get(t, "/stats")
@@ -276,21 +276,21 @@ func TestEventBridgeBatchesAndResync(t *testing.T) {
 		}
 		aws.rule.Drain(t)
 	}
-	calls := d.metric(t, "eventrouter_eventbridge_batch_entries_count")
-	within10 := d.metric(t, `eventrouter_eventbridge_batch_entries_bucket{le="10"}`)
-	entries := d.metric(t, "eventrouter_eventbridge_batch_entries_sum")
+	calls := d.metric(t, `eventrouter_eventbridge_batch_entries_count{processor="aws_event_bridge"}`)
+	within10 := d.metric(t, `eventrouter_eventbridge_batch_entries_bucket{le="10",processor="aws_event_bridge"}`)
+	entries := d.metric(t, `eventrouter_eventbridge_batch_entries_sum{processor="aws_event_bridge"}`)
 	if calls == 0 || within10 != calls || entries != float64(total) {
 		t.Errorf("%v PutEvents calls, %v of them with at most 10 entries, %v entries in all; want all within 10 and %d entries",
 			calls, within10, entries, total)
 	}
-	if failed := d.metric(t, `eventrouter_eventbridge_failed_entries_total{code="other"}`); failed != 0 {
+	if failed := d.metric(t, `eventrouter_eventbridge_failed_entries_total{code="other",processor="aws_event_bridge"}`); failed != 0 {
 		t.Errorf("%v entries failed", failed)
 	}
 	t.Logf("%d events in %v PutEvents calls (%.1f entries per call)", total, calls, entries/calls)
 
 	// Change the rule; once two resyncs have passed, the new pattern rules.
 	aws.srv.PutRule(t, "vsphere", "vmware-event-router", `{"detail":{"subject":["VmPoweredOffEvent"]}}`)
-	syncs := `eventrouter_eventbridge_rule_syncs_total{result="ok"}`
+	syncs := `eventrouter_eventbridge_rule_syncs_total{processor="aws_event_bridge",result="ok"}`
 	n0 := d.metric(t, syncs)
 	d.eventually(t, 60*time.Second, "two resyncs after the change", func() bool { return d.metric(t, syncs) >= n0+2 })
 	sim.Post(ebVMEvent("VmPoweredOnEvent", "after-change"))
@@ -333,7 +333,7 @@ func TestEventBridgeOutageLosesNothing(t *testing.T) {
 	aws.catchAll.Drain(t)
 
 	proxy.Down()
-	failedSyncs := `eventrouter_eventbridge_rule_syncs_total{result="failed"}`
+	failedSyncs := `eventrouter_eventbridge_rule_syncs_total{processor="aws_event_bridge",result="failed"}`
 	f0 := d.metric(t, failedSyncs)
 	const vms, perVM = 4, 5
 	want := map[ebWant]int{}
@@ -453,8 +453,8 @@ func BenchmarkEventBridgeBurst(b *testing.B) {
 			bursts := 0
 			for b.Loop() {
 				read0 := d.metric(b, events)
-				calls0 := d.metric(b, "eventrouter_eventbridge_batch_entries_count")
-				sum0 := d.metric(b, "eventrouter_eventbridge_batch_entries_sum")
+				calls0 := d.metric(b, `eventrouter_eventbridge_batch_entries_count{processor="aws_event_bridge"}`)
+				sum0 := d.metric(b, `eventrouter_eventbridge_batch_entries_sum{processor="aws_event_bridge"}`)
 				cpu0, moto0 := ebCPU(b, os.Getpid()), ebCPU(b, srv.PID())
 				start := time.Now()
 				ebPostBurst(b, sim, burst, vms, posters)
@@ -468,8 +468,8 @@ func BenchmarkEventBridgeBurst(b *testing.B) {
 				cpu += (ebCPU(b, os.Getpid()) - cpu0).Seconds() * 1000 / (burst / 1000.0)
 				motoCPU += (ebCPU(b, srv.PID()) - moto0).Seconds() * 1000 / (burst / 1000.0)
 				rate += burst / elapsed.Seconds()
-				if calls := d.metric(b, "eventrouter_eventbridge_batch_entries_count") - calls0; calls > 0 {
-					perCall += (d.metric(b, "eventrouter_eventbridge_batch_entries_sum") - sum0) / calls
+				if calls := d.metric(b, `eventrouter_eventbridge_batch_entries_count{processor="aws_event_bridge"}`) - calls0; calls > 0 {
+					perCall += (d.metric(b, `eventrouter_eventbridge_batch_entries_sum{processor="aws_event_bridge"}`) - sum0) / calls
 				}
 				bursts++
 			}
@@ -479,7 +479,7 @@ func BenchmarkEventBridgeBurst(b *testing.B) {
 			b.ReportMetric(cpu/n, "process-cpu-ms/1000ev")
 			b.ReportMetric(motoCPU/n, "moto-cpu-ms/1000ev")
 			for _, code := range []string{"ThrottlingException", "InternalFailure", "other"} {
-				if n := d.metric(b, fmt.Sprintf(`eventrouter_eventbridge_failed_entries_total{code=%q}`, code)); n != 0 {
+				if n := d.metric(b, fmt.Sprintf(`eventrouter_eventbridge_failed_entries_total{code=%q,processor="aws_event_bridge"}`, code)); n != 0 {
 					b.Errorf("%v entries failed with %s", n, code)
 				}
 			}

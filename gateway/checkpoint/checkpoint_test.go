@@ -157,14 +157,17 @@ func TestKeeper(t *testing.T) {
 		t.Fatalf("initial checkpoint %+v %v", f, ok)
 	}
 	k.Flush() // nothing acknowledged yet: nothing more written
-	if got := testutil.ToFloat64(m.CheckpointWrites.WithLabelValues("ok")); got != 1 {
+	if got := testutil.ToFloat64(m.CheckpointWrites.WithLabelValues("vmware_vcenter", "ok")); got != 1 {
 		t.Fatalf("checkpoint writes %v before any watermark, want the initial one", got)
 	}
 	wm.wm, wm.ok, wm.newest = pos(now.Unix()-10, 41), true, pos(now.Unix()-4, 50)
 	k.Flush()
 	k.Flush() // unchanged: not written again
-	if got := testutil.ToFloat64(m.CheckpointWrites.WithLabelValues("ok")); got != 2 {
+	if got := testutil.ToFloat64(m.CheckpointWrites.WithLabelValues("vmware_vcenter", "ok")); got != 2 {
 		t.Fatalf("checkpoint writes %v, want 2", got)
+	}
+	if got := testutil.ToFloat64(m.CheckpointLastWrite.WithLabelValues("vmware_vcenter")); got < float64(time.Now().Add(-time.Minute).Unix()) {
+		t.Fatalf("last checkpoint write timestamp %v, want about now", got)
 	}
 
 	k2 := NewKeeper(s, one(&fakeWM{}), 24*time.Hour, "vmware_vcenter", quiet(), m)

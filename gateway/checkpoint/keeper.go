@@ -37,6 +37,7 @@ type Keeper struct {
 	stream       string // metric label
 	log          *slog.Logger
 	writes       [2]prometheus.Counter // ok, failed
+	lastWrite    prometheus.Gauge      // Unix seconds of the last successful write
 	exceeded     prometheus.Counter
 	failed       chan error // Failed
 
@@ -63,10 +64,11 @@ type Keeper struct {
 func NewKeeper(store *Store, procs []Processor, replayWindow time.Duration, stream string, log *slog.Logger, m *metrics.Metrics) *Keeper {
 	return &Keeper{
 		store: store, procs: procs, replayWindow: replayWindow, stream: stream, log: log,
-		writes:   [2]prometheus.Counter{m.CheckpointWrites.WithLabelValues("ok"), m.CheckpointWrites.WithLabelValues("failed")},
-		exceeded: m.ReplayWindowExceeded.WithLabelValues(stream),
-		failed:   make(chan error, 1),
-		stop:     make(chan struct{}),
+		writes:    [2]prometheus.Counter{m.CheckpointWrites.WithLabelValues(stream, "ok"), m.CheckpointWrites.WithLabelValues(stream, "failed")},
+		lastWrite: m.CheckpointLastWrite.WithLabelValues(stream),
+		exceeded:  m.ReplayWindowExceeded.WithLabelValues(stream),
+		failed:    make(chan error, 1),
+		stop:      make(chan struct{}),
 	}
 }
 
@@ -205,6 +207,7 @@ func (k *Keeper) save(pos gateway.Position, at map[string]gateway.Position, fail
 		return
 	}
 	k.writes[0].Inc()
+	k.lastWrite.SetToCurrentTime()
 	k.mu.Lock()
 	k.written, k.at = pos, at
 	k.mu.Unlock()

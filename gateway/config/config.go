@@ -150,6 +150,7 @@ type VCSim struct {
 
 // OpenFaaS is the processor/openfaas entry.
 type OpenFaaS struct {
+	Name            string // the entry's name: metric label and log attribute; empty means the provider name
 	Address         string
 	Username        string
 	Password        Secret
@@ -164,6 +165,7 @@ type OpenFaaS struct {
 
 // EventBridge is the processor/aws_event_bridge entry.
 type EventBridge struct {
+	Name            string // the entry's name, as OpenFaaS's
 	AccessKeyID     string
 	SecretAccessKey Secret
 	Region          string

@@ -930,7 +930,7 @@ func vcsimEntry(e *entryCtx) {
 }
 
 func openfaasEntry(e *entryCtx) {
-	c := &OpenFaaS{}
+	c := &OpenFaaS{Name: e.name}
 	if e.address == "" {
 		e.problem("address", "required field is missing (the gateway URL, e.g. http://gateway.openfaas:8080)")
 	} else {
@@ -961,7 +961,7 @@ var (
 )
 
 func eventbridgeEntry(e *entryCtx) {
-	c := &EventBridge{}
+	c := &EventBridge{Name: e.name}
 	e.noAddress()
 	s := e.auth([]string{"access_key"}, map[string][]string{"access_key": {"aws_access_key_id", "aws_secret_access_key"}})
 	c.AccessKeyID, c.SecretAccessKey = s["aws_access_key_id"], Secret(s["aws_secret_access_key"])

@@ -166,7 +166,7 @@ func (p *Processor) put(ctx context.Context, bus string, evs []*gateway.Event, i
 			Time:         aws.Time(ev.Time),
 		}
 	}
-	p.m.EBBatchEntries.Observe(float64(len(entries)))
+	p.m.EBBatchEntries.WithLabelValues(p.name).Observe(float64(len(entries)))
 	cctx, cancel := context.WithTimeout(ctx, putTimeout)
 	out, err := p.api.PutEvents(cctx, &eventbridge.PutEventsInput{Entries: entries})
 	cancel()
@@ -195,7 +195,7 @@ func (p *Processor) put(ctx context.Context, bus string, evs []*gateway.Event, i
 		if code == "" {
 			code = "unknown"
 		}
-		p.m.EBFailedEntries.WithLabelValues(metricCode(code)).Inc()
+		p.m.EBFailedEntries.WithLabelValues(p.name, metricCode(code)).Inc()
 		err := fmt.Errorf("putevents on event bus %q rejected the entry: %s: %s", bus, code, aws.ToString(res.ErrorMessage))
 		switch {
 		case permanentCodes[code]:
@@ -229,7 +229,7 @@ func (p *Processor) callFailed(ctx context.Context, bus string, idx []int, errs 
 		// judged these entries.
 		err = gateway.Unreachable(err)
 	default:
-		p.m.EBFailedEntries.WithLabelValues(metricCode(code)).Add(float64(len(idx)))
+		p.m.EBFailedEntries.WithLabelValues(p.name, metricCode(code)).Add(float64(len(idx)))
 		switch {
 		case holdReason(code) != "":
 			err = gateway.Unreachable(fmt.Errorf("%s: %w", holdReason(code), err))

@@ -131,10 +131,10 @@ func TestWithDispatcher(t *testing.T) {
 	}
 	calls := len(h.calls)
 	h.mu.Unlock()
-	if n := testutil.ToFloat64(f.m.EBFailedEntries.WithLabelValues("ThrottlingException")); n != float64(throttled) {
+	if n := testutil.ToFloat64(f.m.EBFailedEntries.WithLabelValues("aws_event_bridge", "ThrottlingException")); n != float64(throttled) {
 		t.Errorf("throttled entries counted %v, want %d", n, throttled)
 	}
-	if n := testutil.ToFloat64(f.m.EBFailedEntries.WithLabelValues("InternalFailure")); n != 20 {
+	if n := testutil.ToFloat64(f.m.EBFailedEntries.WithLabelValues("aws_event_bridge", "InternalFailure")); n != 20 {
 		t.Errorf("internal failures counted %v, want 20", n)
 	}
 	t.Logf("%d events, %d PutEvents calls", len(evs), calls)

@@ -71,6 +71,7 @@ type Processor struct {
 	api      API
 	account  string // from the rule ARN: the envelope's "account"
 	ruleName string // from the rule ARN: narrows ListRules
+	name     string // the entry's name: metric label and log attribute
 	bus      string // the bus name, for ListRules and messages
 
 	// pageLimit, when set, is ListRules' page size (tests use it to force
@@ -143,9 +144,14 @@ func New(ctx context.Context, cfg config.EventBridge, log *slog.Logger, m *metri
 			o.BaseEndpoint = aws.String(cfg.Endpoint)
 		}
 	})
+	name := cfg.Name
+	if name == "" {
+		name = config.ProviderEventBridge
+	}
 	p := &Processor{
 		cfg:        cfg,
-		log:        log.With(slog.String("processor", config.ProviderEventBridge)),
+		name:       name,
+		log:        log.With(slog.String("processor", name)),
 		m:          m,
 		api:        client,
 		account:    arn.account,
@@ -154,8 +160,8 @@ func New(ctx context.Context, cfg config.EventBridge, log *slog.Logger, m *metri
 		retryMin:   time.Second,
 		retryMax:   30 * time.Second,
 		loaded:     make(chan struct{}),
-		syncOK:     m.EBRuleSyncs.WithLabelValues("ok"),
-		syncFailed: m.EBRuleSyncs.WithLabelValues("failed"),
+		syncOK:     m.EBRuleSyncs.WithLabelValues(name, "ok"),
+		syncFailed: m.EBRuleSyncs.WithLabelValues(name, "failed"),
 		done:       make(chan struct{}),
 	}
 	reason := fmt.Sprintf("eventbridge rule %s not loaded yet", cfg.RuleARN)
@@ -163,9 +169,9 @@ func New(ctx context.Context, cfg config.EventBridge, log *slog.Logger, m *metri
 	// The label values are a fixed set: create them so /metrics shows
 	// zeros before the first failure.
 	for _, c := range errorCodes {
-		m.EBFailedEntries.WithLabelValues(c)
+		m.EBFailedEntries.WithLabelValues(name, c)
 	}
-	m.EBFailedEntries.WithLabelValues("other")
+	m.EBFailedEntries.WithLabelValues(name, "other")
 	return p, nil
 }
 

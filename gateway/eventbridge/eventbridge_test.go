@@ -402,10 +402,10 @@ func TestResyncPicksUpChangedRule(t *testing.T) {
 	if !f.logs.has("pattern changed", `"old"`, `"new"`, `detail.subject: [\"VmPoweredOnEvent\"] -> [\"VmPoweredOffEvent\"]`) {
 		t.Errorf("no diff in the log:\n%s", f.logs)
 	}
-	if n := testutil.ToFloat64(f.m.EBRuleSyncs.WithLabelValues("ok")); n < 2 {
+	if n := testutil.ToFloat64(f.m.EBRuleSyncs.WithLabelValues("aws_event_bridge", "ok")); n < 2 {
 		t.Errorf("rule syncs ok = %v", n)
 	}
-	if testutil.ToFloat64(f.m.EBRuleLastSync) == 0 {
+	if testutil.ToFloat64(f.m.EBRuleLastSync.WithLabelValues("aws_event_bridge")) == 0 {
 		t.Error("last sync time not set")
 	}
 }
@@ -426,7 +426,7 @@ func TestResyncFailureKeepsPattern(t *testing.T) {
 	var outage error = &smithy.OperationError{ServiceID: "EventBridge", OperationName: "ListRules", Err: errors.New("dial tcp: connection refused")}
 	h.listFail.Store(&outage)
 	mb.srv.PutRule(t, mb.bus, "vmware-event-router", `{"detail":{"subject":["VmPoweredOffEvent"]}}`)
-	failed := f.m.EBRuleSyncs.WithLabelValues("failed")
+	failed := f.m.EBRuleSyncs.WithLabelValues("aws_event_bridge", "failed")
 	eventually(t, "three failed resyncs", func() bool { return testutil.ToFloat64(failed) >= 3 })
 	if !f.match(t, on) || f.match(t, off) {
 		t.Fatal("a failed resync changed the pattern")
@@ -488,7 +488,7 @@ func TestPartialFailuresRetriedUntilDelivered(t *testing.T) {
 		t.Errorf("delivered %v, want each event once: %v", got, want)
 	}
 	for code, n := range map[string]float64{"ThrottlingException": 3, "InternalFailure": 1, "other": 1} {
-		if got := testutil.ToFloat64(f.m.EBFailedEntries.WithLabelValues(code)); got != n {
+		if got := testutil.ToFloat64(f.m.EBFailedEntries.WithLabelValues("aws_event_bridge", code)); got != n {
 			t.Errorf("failed entries %s = %v, want %v", code, got, n)
 		}
 	}
@@ -513,7 +513,7 @@ func TestMalformedDetailIsPermanent(t *testing.T) {
 	if !gateway.IsPermanent(errs[1]) || !strings.Contains(errs[1].Error(), "MalformedDetail") {
 		t.Errorf("malformed event: %v, want a permanent MalformedDetail error", errs[1])
 	}
-	if got := testutil.ToFloat64(f.m.EBFailedEntries.WithLabelValues("MalformedDetail")); got != 1 {
+	if got := testutil.ToFloat64(f.m.EBFailedEntries.WithLabelValues("aws_event_bridge", "MalformedDetail")); got != 1 {
 		t.Errorf("failed entries MalformedDetail = %v", got)
 	}
 }
@@ -566,7 +566,7 @@ func TestWholeCallFailures(t *testing.T) {
 			h.mu.Unlock()
 			var before float64
 			if c.code != "" {
-				before = testutil.ToFloat64(f.m.EBFailedEntries.WithLabelValues(c.code))
+				before = testutil.ToFloat64(f.m.EBFailedEntries.WithLabelValues("aws_event_bridge", c.code))
 			}
 			for i, err := range f.p.Deliver(context.Background(), mb.bus, evs) {
 				if err == nil || gateway.IsPermanent(err) || gateway.IsUnreachable(err) != c.unreachable {
@@ -574,7 +574,7 @@ func TestWholeCallFailures(t *testing.T) {
 				}
 			}
 			if c.code != "" {
-				if got := testutil.ToFloat64(f.m.EBFailedEntries.WithLabelValues(c.code)) - before; got != 2 {
+				if got := testutil.ToFloat64(f.m.EBFailedEntries.WithLabelValues("aws_event_bridge", c.code)) - before; got != 2 {
 					t.Errorf("failed entries %s += %v, want 2", c.code, got)
 				}
 			}

@@ -128,7 +128,7 @@ func TestHeldWhileThrottledOrRefused(t *testing.T) {
 				t.Error("no held delivery counted (result=failed)")
 			}
 			for code, n := range tc.codes {
-				if got := testutil.ToFloat64(f.m.EBFailedEntries.WithLabelValues(code)); got < n {
+				if got := testutil.ToFloat64(f.m.EBFailedEntries.WithLabelValues("aws_event_bridge", code)); got < n {
 					t.Errorf("failed entries %s = %v, want at least %v", code, got, n)
 				}
 			}

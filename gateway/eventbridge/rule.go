@@ -109,7 +109,7 @@ func (p *Processor) sync(ctx context.Context) error {
 		}
 	}
 	p.syncOK.Inc()
-	p.m.EBRuleLastSync.SetToCurrentTime()
+	p.m.EBRuleLastSync.WithLabelValues(p.name).SetToCurrentTime()
 	return nil
 }
 

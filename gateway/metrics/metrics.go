@@ -36,16 +36,17 @@ type Metrics struct {
 	DestinationHeld      *prometheus.GaugeVec   // processor, destination
 	DeadLetters          *prometheus.CounterVec // processor, reason
 	DeadLetterSinkFull   prometheus.Gauge
-	EBBatchEntries       prometheus.Histogram
-	EBFailedEntries      *prometheus.CounterVec // code
-	EBRuleSyncs          *prometheus.CounterVec // result
-	EBRuleLastSync       prometheus.Gauge
-	OpenFaaSRefreshes    *prometheus.CounterVec // result
-	OpenFaaSLastRefresh  prometheus.Gauge
-	CheckpointWrites     *prometheus.CounterVec // result
-	WatermarkLag         *prometheus.GaugeVec   // stream
-	WatermarkPending     *prometheus.GaugeVec   // stream
-	ReplayWindowExceeded *prometheus.CounterVec // stream
+	EBBatchEntries       *prometheus.HistogramVec // processor
+	EBFailedEntries      *prometheus.CounterVec   // processor, code
+	EBRuleSyncs          *prometheus.CounterVec   // processor, result
+	EBRuleLastSync       *prometheus.GaugeVec     // processor
+	OpenFaaSRefreshes    *prometheus.CounterVec   // processor, result
+	OpenFaaSLastRefresh  *prometheus.GaugeVec     // processor
+	CheckpointWrites     *prometheus.CounterVec   // stream, result
+	CheckpointLastWrite  *prometheus.GaugeVec     // stream
+	WatermarkLag         *prometheus.GaugeVec     // stream
+	WatermarkPending     *prometheus.GaugeVec     // stream
+	ReplayWindowExceeded *prometheus.CounterVec   // stream
 }
 
 // New builds the metrics on a new private registry, with the Go runtime and
@@ -80,30 +81,28 @@ func New() *Metrics {
 		QueueDepth: f.gauge("eventrouter_queue_depth", "Events waiting for a destination.", "processor", "destination"),
 		DestinationHeld: f.gauge("eventrouter_destination_held",
 			"1 while a destination is held as a whole (unreachable, throttled, credentials refused): no attempt is counted against its events.", "processor", "destination"),
-		DeadLetters:       f.counter("eventrouter_dead_letters_total", "Events given up on.", "processor", "reason"),
-		EBFailedEntries:   f.counter("eventrouter_eventbridge_failed_entries_total", "PutEvents entries EventBridge rejected, by error code.", "code"),
-		EBRuleSyncs:       f.counter("eventrouter_eventbridge_rule_syncs_total", "EventBridge rule syncs.", "result"),
-		OpenFaaSRefreshes: f.counter("eventrouter_openfaas_refreshes_total", "OpenFaaS function listings (topic discovery).", "result"),
-		CheckpointWrites:  f.counter("eventrouter_checkpoint_writes_total", "Checkpoint writes.", "result"),
-		WatermarkLag:      f.gauge("eventrouter_watermark_lag_seconds", "Newest event read minus the acknowledged watermark.", "stream"),
+		DeadLetters: f.counter("eventrouter_dead_letters_total", "Events given up on.", "processor", "reason"),
+		EBBatchEntries: f.histogram("eventrouter_eventbridge_batch_entries", "Entries per PutEvents call.",
+			[]float64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, "processor"),
+		EBFailedEntries: f.counter("eventrouter_eventbridge_failed_entries_total", "PutEvents entries EventBridge rejected, by error code.", "processor", "code"),
+		EBRuleSyncs:     f.counter("eventrouter_eventbridge_rule_syncs_total", "EventBridge rule syncs.", "processor", "result"),
+		EBRuleLastSync: f.gauge("eventrouter_eventbridge_rule_last_sync_timestamp_seconds",
+			"Last successful rule sync, in Unix seconds.", "processor"),
+		OpenFaaSRefreshes: f.counter("eventrouter_openfaas_refreshes_total", "OpenFaaS function listings (topic discovery).", "processor", "result"),
+		OpenFaaSLastRefresh: f.gauge("eventrouter_openfaas_last_refresh_timestamp_seconds",
+			"Last successful function listing, in Unix seconds.", "processor"),
+		CheckpointWrites: f.counter("eventrouter_checkpoint_writes_total", "Checkpoint writes.", "stream", "result"),
+		CheckpointLastWrite: f.gauge("eventrouter_checkpoint_last_write_timestamp_seconds",
+			"Last successful checkpoint write, in Unix seconds: the age of what a restart would resume from.", "stream"),
+		WatermarkLag: f.gauge("eventrouter_watermark_lag_seconds", "Newest event read minus the acknowledged watermark.", "stream"),
 		WatermarkPending: f.gauge("eventrouter_watermark_pending_events",
 			"Events read but not yet acknowledged (the watermark ledger); at its cap the stream is held.", "stream"),
 		ReplayWindowExceeded: f.counter("eventrouter_replay_window_exceeded_total", "Starts whose checkpoint was older than replay_window.", "stream"),
 	}
-	m.EBBatchEntries = prometheus.NewHistogram(prometheus.HistogramOpts{
-		Name: "eventrouter_eventbridge_batch_entries", Help: "Entries per PutEvents call.",
-		Buckets: []float64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10},
-	})
 	m.DeadLetterSinkFull = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "eventrouter_dead_letter_sink_full", Help: "1 while the dead-letter sink is full and holds deliveries (nothing is deleted).",
 	})
-	m.EBRuleLastSync = prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "eventrouter_eventbridge_rule_last_sync_timestamp_seconds", Help: "Last successful rule sync, in Unix seconds.",
-	})
-	m.OpenFaaSLastRefresh = prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "eventrouter_openfaas_last_refresh_timestamp_seconds", Help: "Last successful function listing, in Unix seconds.",
-	})
-	r.MustRegister(m.EBBatchEntries, m.EBRuleLastSync, m.DeadLetterSinkFull, m.OpenFaaSLastRefresh,
+	r.MustRegister(m.DeadLetterSinkFull,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

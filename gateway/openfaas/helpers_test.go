@@ -84,7 +84,11 @@ func (h *harness) waitReady(t testing.TB) {
 
 func (h *harness) refreshes(result string) float64 {
 	var m dto.Metric
-	if err := h.p.refreshes.WithLabelValues(result).Write(&m); err != nil {
+	c := h.p.refreshes[0]
+	if result != "ok" {
+		c = h.p.refreshes[1]
+	}
+	if err := c.Write(&m); err != nil {
 		panic(err)
 	}
 	return m.GetCounter().GetValue()

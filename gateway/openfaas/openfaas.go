@@ -63,7 +63,7 @@ type Processor struct {
 	lastErr error // why there is no routing yet, for Ready
 	failing bool  // a refresh outage is in progress (logged once)
 
-	refreshes   *prometheus.CounterVec // result; nil without metrics
+	refreshes   [2]prometheus.Counter // ok, failed; nil without metrics
 	lastRefresh prometheus.Gauge
 
 	cancel context.CancelFunc
@@ -89,9 +89,13 @@ func New(cfg config.OpenFaaS, log *slog.Logger, m *metrics.Metrics) (*Processor,
 	if cfg.Concurrency <= 0 {
 		cfg.Concurrency = defaultConcurrency
 	}
+	name := cfg.Name
+	if name == "" {
+		name = Name
+	}
 	p := &Processor{
 		cfg:        cfg,
-		log:        log.With("processor", Name),
+		log:        log.With("processor", name),
 		base:       strings.TrimRight(cfg.Address, "/"),
 		invokePath: "/function/",
 		ready:      make(chan struct{}),
@@ -125,7 +129,8 @@ func New(cfg config.OpenFaaS, log *slog.Logger, m *metrics.Metrics) (*Processor,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
 	if m != nil {
-		p.refreshes, p.lastRefresh = m.OpenFaaSRefreshes, m.OpenFaaSLastRefresh
+		p.refreshes = [2]prometheus.Counter{m.OpenFaaSRefreshes.WithLabelValues(name, "ok"), m.OpenFaaSRefreshes.WithLabelValues(name, "failed")}
+		p.lastRefresh = m.OpenFaaSLastRefresh.WithLabelValues(name)
 	}
 	return p, nil
 }
@@ -225,13 +230,15 @@ func (p *Processor) refresh(ctx context.Context) error {
 }
 
 func (p *Processor) count(result string) {
-	if p.refreshes == nil {
+	if p.lastRefresh == nil {
 		return
 	}
-	p.refreshes.WithLabelValues(result).Inc()
-	if result == "ok" {
-		p.lastRefresh.SetToCurrentTime()
+	if result != "ok" {
+		p.refreshes[1].Inc()
+		return
 	}
+	p.refreshes[0].Inc()
+	p.lastRefresh.SetToCurrentTime()
 }
 
 // logChanges logs each function whose subscription appeared, changed or
