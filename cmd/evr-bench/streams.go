@@ -359,6 +359,12 @@ func core(cpu, wall time.Duration) float64 { return 100 * cpu.Seconds() / max(wa
 
 func toMB(kb int64) float64 { return float64(kb) * 1024 / 1e6 }
 
+// bare formats v without its unit, for a range beside a formatted value.
+func (f figure) bare(v float64) string {
+	s := f.format(v)
+	return strings.TrimRight(s, " abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ%/")
+}
+
 // median of the figure over the results, and its range.
 func (f figure) median(rs []streamsResult) (med, lo, hi float64) {
 	vs := make([]float64, len(rs))
@@ -396,7 +402,7 @@ func (r *streamsReport) String() string {
 			med, lo, hi := f.median(r.results[n])
 			cell := f.format(med)
 			if o.repeat > 1 {
-				cell += fmt.Sprintf(" (%s–%s)", f.format(lo), f.format(hi))
+				cell += " (" + f.bare(lo) + "–" + f.bare(hi) + ")"
 			}
 			fmt.Fprintf(w, " %s |", cell)
 		}
