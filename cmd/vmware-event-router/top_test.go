@@ -2,7 +2,16 @@ package main
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
 	"math"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -105,6 +114,62 @@ func TestTopBasicAuth(t *testing.T) {
 	}
 }
 
+// selfSigned writes a self-signed certificate for 127.0.0.1 and its key
+// as PEM files and returns their paths.
+func selfSigned(t *testing.T) (certFile, keyFile string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	for path, block := range map[string]*pem.Block{certFile: {Type: "CERTIFICATE", Bytes: der}, keyFile: {Type: "EC PRIVATE KEY", Bytes: kder}} {
+		if err := os.WriteFile(path, pem.EncodeToMemory(block), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return certFile, keyFile
+}
+
+// TestTopTLS: top verifies the metrics server's certificate: refused
+// against the system's roots, accepted with -ca-file.
+func TestTopTLS(t *testing.T) {
+	certFile, keyFile := selfSigned(t)
+	metrics := map[string]any{"type": "metrics", "provider": "internal", "address": "127.0.0.1:0", "auth": map[string]any{"method": "none"},
+		"options": map[string]string{"tls_cert_file": certFile, "tls_key_file": keyFile}}
+	d := startDaemon(t, writeConfig(t, map[string]any{"type": "stream", "provider": "vcsim"}, stdoutEntry, metrics))
+	// The start-up log names the address with http:// whatever the scheme.
+	target := "https://" + strings.TrimPrefix(d.metrics, "http://")
+
+	var out, errs syncBuffer
+	_, done := runTop([]string{"-metrics", target}, &out, &errs)
+	if code := exitCode(t, done); code != 1 || !strings.Contains(errs.String(), "certificate") {
+		t.Errorf("top against an unknown CA: exit %d, stderr %q; want 1 and a certificate error", code, errs.String())
+	}
+	var out2, errs2 syncBuffer
+	cancel, done := runTop([]string{"-metrics", target, "-ca-file", certFile, "-interval", "100ms"}, &out2, &errs2)
+	defer cancel()
+	d.eventually(t, 30*time.Second, "a top block over https", func() bool { return strings.Contains(out2.String(), "PROCESSOR") })
+	cancel()
+	if code := exitCode(t, done); code != 0 {
+		t.Errorf("top with -ca-file: exit %d: %s", code, errs2.String())
+	}
+}
+
 func TestTopFlags(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -120,6 +185,7 @@ func TestTopFlags(t *testing.T) {
 		{"short interval", []string{"-metrics", "http://127.0.0.1:1", "-interval", "10ms"}, "", 1, "-interval: must be at least 100ms"},
 		{"unreachable", []string{"-metrics", "http://" + freeAddr(t)}, "", 1, "connection refused"},
 		{"stray argument", []string{"-metrics", "http://127.0.0.1:1", "extra"}, "", 2, `unexpected argument "extra"`},
+		{"missing CA file", []string{"-metrics", "https://127.0.0.1:1", "-ca-file", "/nonexistent/ca.pem"}, "", 1, "-ca-file: open /nonexistent/ca.pem"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Setenv(topPasswordEnv, tc.env)
