@@ -200,8 +200,8 @@ type bench struct {
 }
 
 func newBench(ctx context.Context, o options) (_ *bench, err error) {
-	if _, err := os.Stat(o.router); err != nil {
-		return nil, fmt.Errorf("-router: %w (build it with make binary)", err)
+	if err := checkRouter(o.router); err != nil {
+		return nil, err
 	}
 	b := &bench{o: o, rec: newRecorder(), routerProc: routerProc{path: o.router}}
 	defer func() {
@@ -225,6 +225,14 @@ func newBench(ctx context.Context, o options) (_ *bench, err error) {
 		return nil, err
 	}
 	return b, nil
+}
+
+// checkRouter fails early when the router binary is missing.
+func checkRouter(path string) error {
+	if _, err := os.Stat(path); err != nil {
+		return fmt.Errorf("-router: %w (build it with make binary)", err)
+	}
+	return nil
 }
 
 func freePort() (string, error) {

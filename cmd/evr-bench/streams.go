@@ -44,6 +44,9 @@ type multi struct {
 // runStreams starts a simulator per stream of the largest count, then
 // measures every count -repeat times.
 func runStreams(ctx context.Context, o options) (_ *streamsReport, err error) {
+	if err := checkRouter(o.router); err != nil {
+		return nil, err
+	}
 	vcs := make([]*vcenter, slices.Max(o.streams))
 	defer func() {
 		for _, vc := range vcs {
