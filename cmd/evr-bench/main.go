@@ -10,18 +10,15 @@ package main
 import (
 	"context"
 	"crypto/rand"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"math"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
-	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
@@ -43,6 +40,9 @@ const (
 	// openfaasVMs is how many distinct VMs the OpenFaaS run spreads its
 	// events over (order is kept per VM, so this bounds parallelism).
 	openfaasVMs = 64
+	// maxStreams bounds -streams: a simulator per stream runs in this
+	// process.
+	maxStreams = 32
 	// phaseLimit bounds the wait for a phase's events to be delivered.
 	phaseLimit = 2 * time.Minute
 )
@@ -57,6 +57,8 @@ type options struct {
 	fnDelay   time.Duration
 	quick     bool
 	csv       string
+	streams   []int // -streams: the counts of streams to measure
+	repeat    int
 }
 
 func main() {
@@ -77,6 +79,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return 0
 		}
 		return fail(2, "%v", err)
+	}
+	if len(o.streams) > 0 {
+		r, err := runStreams(ctx, o)
+		if err != nil {
+			return fail(1, "%v", err)
+		}
+		r.command = strings.Join(append([]string{"evr-bench"}, args...), " ")
+		if _, err := io.WriteString(stdout, r.String()); err != nil {
+			return fail(1, "writing the report: %v", err)
+		}
+		if len(r.problems) > 0 {
+			return fail(1, "%s", strings.Join(r.problems, "; "))
+		}
+		return 0
 	}
 	b, err := newBench(ctx, o)
 	if err != nil {
@@ -115,13 +131,47 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.fnDelay, "fn-delay", 0, "how long the OpenFaaS function takes per call")
 	fs.BoolVar(&o.quick, "quick", false, "a run of a few seconds (overrides -rate, -duration, -idle, -burst)")
 	fs.StringVar(&o.csv, "csv", "", "also write every delivery (key, VM, created, delivered, latency) to this CSV file")
+	fs.Func("streams", "measure several streams instead: these counts of streams (e.g. 1,4,16), one simulator each, one stdout processor taking all; -rate and -burst are per stream (defaults 10 and 300), -duration 10s, -idle 5s", func(s string) error {
+		for f := range strings.SplitSeq(s, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || n < 1 || n > maxStreams {
+				return fmt.Errorf("must be a comma-separated list of counts from 1 to %d, got %q", maxStreams, f)
+			}
+			o.streams = append(o.streams, n)
+		}
+		return nil
+	})
+	fs.IntVar(&o.repeat, "repeat", 1, "with -streams: measure every count this many times, interleaved, and report the medians")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if len(o.streams) > 0 {
+		// Short phases, so that 1, 4 and 16 streams fit in a few minutes
+		// and can be repeated.
+		for name, v := range map[string]func(){
+			"rate": func() { o.rate = 10 }, "duration": func() { o.duration = 10 * time.Second },
+			"idle": func() { o.idle = 5 * time.Second }, "burst": func() { o.burst = 300 },
+		} {
+			if !set[name] {
+				v()
+			}
+		}
+	}
 	if o.quick {
 		o.rate, o.duration, o.idle, o.burst = 20, time.Second, time.Second, 100
+		if len(o.streams) > 0 {
+			o.burst = 50
+		}
 	}
 	switch {
+	case o.repeat < 1:
+		return o, fmt.Errorf("-repeat: must be at least 1, got %d", o.repeat)
+	case o.repeat > 1 && len(o.streams) == 0:
+		return o, errors.New("-repeat: only with -streams")
+	case len(o.streams) > 0 && (o.processor != "stdout" || o.csv != ""):
+		return o, errors.New("-streams: measures the stdout processor, without -processor or -csv")
 	case fs.NArg() > 0:
 		return o, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	case o.rate <= 0 || math.IsInf(o.rate, 0) || math.IsNaN(o.rate):
@@ -142,29 +192,23 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 
 // bench holds the peers and the router process of one run.
 type bench struct {
-	o       options
-	dir     string // config file and router log
-	vc      *vcenter
-	gw      *faasGateway
-	rec     *recorder
-	metrics string // the router's metrics base URL
-	cmd     *exec.Cmd
-	exited  chan struct{}
+	routerProc
+	o   options
+	vc  *vcenter
+	gw  *faasGateway
+	rec *recorder
 }
 
 func newBench(ctx context.Context, o options) (_ *bench, err error) {
-	if _, err := os.Stat(o.router); err != nil {
-		return nil, fmt.Errorf("-router: %w (build it with make binary)", err)
+	if err := checkRouter(o.router); err != nil {
+		return nil, err
 	}
-	b := &bench{o: o, rec: newRecorder()}
+	b := &bench{o: o, rec: newRecorder(), routerProc: routerProc{path: o.router}}
 	defer func() {
 		if err != nil {
 			b.close()
 		}
 	}()
-	if b.dir, err = os.MkdirTemp("", "evr-bench-"); err != nil {
-		return nil, err
-	}
 	if b.vc, err = startVCenter(ctx, openfaasVMs); err != nil {
 		return nil, err
 	}
@@ -177,31 +221,18 @@ func newBench(ctx context.Context, o options) (_ *bench, err error) {
 			"options": map[string]string{"async": "false"},
 		}
 	}
-	// The router's metrics address is fixed so /readyz can be polled from
-	// the moment it starts.
-	port, err := freePort()
-	if err != nil {
-		return nil, err
-	}
-	b.metrics = "http://127.0.0.1:" + port
-	user := b.vc.server.URL.User
-	password, _ := user.Password()
-	cfg, err := json.MarshalIndent([]any{
-		map[string]any{
-			"type": "stream", "provider": "vmware_vcenter", "address": b.vc.address(),
-			"auth":    map[string]any{"method": "user_password", "secret": map[string]string{"username": user.Username(), "password": password}},
-			"options": map[string]string{"insecure": "true"},
-		},
-		processor,
-		map[string]any{"type": "metrics", "provider": "internal", "address": "127.0.0.1:" + port, "auth": map[string]string{"method": "none"}},
-	}, "", "  ")
-	if err != nil {
-		return nil, err
-	}
-	if err := os.WriteFile(filepath.Join(b.dir, "config.json"), cfg, 0o600); err != nil {
+	if err := b.writeConfig(b.vc.streamEntry(""), processor); err != nil {
 		return nil, err
 	}
 	return b, nil
+}
+
+// checkRouter fails early when the router binary is missing.
+func checkRouter(path string) error {
+	if _, err := os.Stat(path); err != nil {
+		return fmt.Errorf("-router: %w (build it with make binary)", err)
+	}
+	return nil
 }
 
 func freePort() (string, error) {
@@ -215,36 +246,13 @@ func freePort() (string, error) {
 }
 
 func (b *bench) close() {
-	if b.cmd != nil && b.cmd.Process != nil {
-		select {
-		case <-b.exited:
-		default:
-			_ = b.cmd.Process.Kill()
-			<-b.exited
-		}
-	}
+	b.routerProc.close()
 	if b.gw != nil {
 		b.gw.srv.Close()
 	}
 	if b.vc != nil {
 		b.vc.close()
 	}
-	if b.dir != "" {
-		_ = os.RemoveAll(b.dir)
-	}
-}
-
-// logTail is the end of the router's log, to explain a failed run.
-func (b *bench) logTail() string {
-	if b.dir == "" {
-		return ""
-	}
-	data, err := os.ReadFile(filepath.Join(b.dir, "router.log"))
-	if err != nil || len(data) == 0 {
-		return ""
-	}
-	lines := strings.SplitAfter(strings.TrimRight(string(data), "\n"), "\n")
-	return "router log (last lines):\n" + strings.Join(lines[max(0, len(lines)-20):], "") + "\n"
 }
 
 // run goes through the phases in order: start, steady, idle, burst, then
@@ -267,42 +275,21 @@ func (b *bench) run(ctx context.Context) (*report, error) {
 // race detector reports it). The router follows from the moment it
 // connects, so an event created before that is not delivered anyway.
 func (b *bench) start(ctx context.Context, r *report) error {
-	logFile, err := os.Create(filepath.Join(b.dir, "router.log"))
-	if err != nil {
-		return err
-	}
-	defer func() { _ = logFile.Close() }() // the child has its own descriptor
-	// A pipe of our own rather than StdoutPipe: Wait must not close it
-	// while the reader may still be reading.
-	pr, pw, err := os.Pipe()
-	if err != nil {
-		return err
-	}
-	b.cmd = exec.Command(b.o.router, "-config", filepath.Join(b.dir, "config.json"))
-	b.cmd.Stdout, b.cmd.Stderr = pw, logFile
 	t0 := time.Now()
-	if err := b.cmd.Start(); err != nil {
-		_, _ = pr.Close(), pw.Close()
-		return fmt.Errorf("starting the router: %w", err)
-	}
-	_ = pw.Close() // the child holds the write end now
-	b.exited = make(chan struct{})
-	go func() {
-		_ = b.cmd.Wait()
-		close(b.exited)
-	}()
+	rec := b.rec
 	if b.gw != nil {
-		go func() { _, _ = io.Copy(io.Discard, pr); _ = pr.Close() }()
-	} else {
-		go func() { b.rec.readLines(pr); _ = pr.Close() }()
+		rec = nil
 	}
-
+	if err := b.spawn(rec); err != nil {
+		return err
+	}
 	deadline := time.After(30 * time.Second)
 	if err := b.pollReady(ctx, deadline); err != nil {
 		return err
 	}
 	r.ready = time.Since(t0)
-	if r.memReady, err = readProc(b.cmd.Process.Pid); err != nil {
+	var err error
+	if r.memReady, err = b.stat(); err != nil {
 		return err
 	}
 	tick := time.NewTicker(5 * time.Millisecond)
@@ -333,40 +320,13 @@ func (b *bench) start(ctx context.Context, r *report) error {
 	})
 }
 
-// pollReady polls /readyz every 5 ms until it answers 200.
-func (b *bench) pollReady(ctx context.Context, deadline <-chan time.Time) error {
-	client := &http.Client{Timeout: time.Second}
-	for {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, b.metrics+"/readyz", nil)
-		if err != nil {
-			return err
-		}
-		if resp, err := client.Do(req); err == nil {
-			_, _ = io.Copy(io.Discard, resp.Body)
-			_ = resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		select {
-		case <-time.After(5 * time.Millisecond):
-		case <-b.exited:
-			return errors.New("the router exited during start-up")
-		case <-deadline:
-			return errors.New("/readyz: not ready within 30 s of start")
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-}
-
 // steady posts rate events/s for duration.
 func (b *bench) steady(ctx context.Context, r *report) error {
 	from, _, err := b.vc.newestKeys(ctx)
 	if err != nil {
 		return err
 	}
-	cpu0, err := readProc(b.cmd.Process.Pid)
+	cpu0, err := b.stat()
 	if err != nil {
 		return err
 	}
@@ -389,7 +349,7 @@ func (b *bench) steady(ctx context.Context, r *report) error {
 	if err != nil {
 		return err
 	}
-	cpu1, err := readProc(b.cmd.Process.Pid)
+	cpu1, err := b.stat()
 	if err != nil {
 		return err
 	}
@@ -399,7 +359,7 @@ func (b *bench) steady(ctx context.Context, r *report) error {
 
 // idle waits, then posts one event.
 func (b *bench) idle(ctx context.Context, r *report) error {
-	cpu0, err := readProc(b.cmd.Process.Pid)
+	cpu0, err := b.stat()
 	if err != nil {
 		return err
 	}
@@ -410,7 +370,7 @@ func (b *bench) idle(ctx context.Context, r *report) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	cpu1, err := readProc(b.cmd.Process.Pid)
+	cpu1, err := b.stat()
 	if err != nil {
 		return err
 	}
@@ -436,7 +396,7 @@ func (b *bench) burst(ctx context.Context, r *report) error {
 	if err != nil {
 		return err
 	}
-	cpu0, err := readProc(b.cmd.Process.Pid)
+	cpu0, err := b.stat()
 	if err != nil {
 		return err
 	}
@@ -444,33 +404,14 @@ func (b *bench) burst(ctx context.Context, r *report) error {
 	if err != nil {
 		return err
 	}
-	var (
-		wg     sync.WaitGroup
-		next   atomic.Int64
-		errMu  sync.Mutex
-		postEr error
-	)
-	for range burstPosters {
-		wg.Go(func() {
-			for next.Add(1) <= int64(b.o.burst) {
-				if err := b.vc.post(ctx); err != nil {
-					errMu.Lock()
-					postEr = err
-					errMu.Unlock()
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	if postEr != nil {
-		return postEr
+	if err := postBurst(ctx, []*vcenter{b.vc}, b.o.burst, burstPosters); err != nil {
+		return err
 	}
 	ds, err := b.phase(ctx, "burst", from, b.o.burst)
 	if err != nil {
 		return err
 	}
-	cpu1, err := readProc(b.cmd.Process.Pid)
+	cpu1, err := b.stat()
 	if err != nil {
 		return err
 	}
@@ -478,12 +419,7 @@ func (b *bench) burst(ctx context.Context, r *report) error {
 	if err != nil {
 		return err
 	}
-	first, lastCreated, lastAt := ds[0].created, ds[0].created, ds[0].at
-	for _, d := range ds {
-		first = minTime(first, d.created)
-		lastCreated = maxTime(lastCreated, d.created)
-		lastAt = maxTime(lastAt, d.at)
-	}
+	first, lastCreated, lastAt := span(ds)
 	r.burstLat = latencies(ds)
 	r.burstCreate, r.burstSpan, r.burstDrain = lastCreated.Sub(first), lastAt.Sub(first), lastAt.Sub(lastCreated)
 	r.burstCPU, r.benchCPU = cpu1.cpu-cpu0.cpu, self1.cpu-self0.cpu
@@ -494,23 +430,10 @@ func (b *bench) burst(ctx context.Context, r *report) error {
 // whole run, and stops the router with SIGTERM.
 func (b *bench) finish(_ context.Context, r *report) error {
 	var err error
-	if r.mem, err = readProc(b.cmd.Process.Pid); err != nil {
+	if r.mem, err = b.stat(); err != nil {
 		return err
 	}
-	all := b.rec.after(math.MinInt32)
-	seen := map[int32]bool{}
-	lastByVM := map[string]int32{}
-	for _, d := range all {
-		if seen[d.key] {
-			r.dups++
-		}
-		seen[d.key] = true
-		if prev, ok := lastByVM[d.vm]; ok && d.key < prev {
-			r.outOfOrder++
-		}
-		lastByVM[d.vm] = max(lastByVM[d.vm], d.key)
-	}
-	r.orderVMs = len(lastByVM)
+	r.dups, r.outOfOrder, r.orderVMs = checkOrder(b.rec.after(math.MinInt32))
 	if r.dups > 0 {
 		r.problems = append(r.problems, fmt.Sprintf("%d events delivered twice", r.dups))
 	}
@@ -518,19 +441,11 @@ func (b *bench) finish(_ context.Context, r *report) error {
 		r.problems = append(r.problems, fmt.Sprintf("%d events delivered before an earlier event about the same VM", r.outOfOrder))
 	}
 
-	t := time.Now()
-	if err := b.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		return fmt.Errorf("stopping the router: %w", err)
+	if r.shutdown, r.exitCode, err = b.stop(); err != nil {
+		return err
 	}
-	select {
-	case <-b.exited:
-		r.shutdown = time.Since(t)
-		r.exitCode = b.cmd.ProcessState.ExitCode()
-		if r.exitCode != 0 {
-			r.problems = append(r.problems, fmt.Sprintf("the router exited with code %d after SIGTERM", r.exitCode))
-		}
-	case <-time.After(20 * time.Second):
-		return errors.New("the router did not exit within 20 s of SIGTERM")
+	if r.exitCode != 0 {
+		r.problems = append(r.problems, fmt.Sprintf("the router exited with code %d after SIGTERM", r.exitCode))
 	}
 	return nil
 }
@@ -571,6 +486,70 @@ func percentile(sorted []time.Duration, p float64) time.Duration {
 	return sorted[min(max(i, 0), len(sorted)-1)]
 }
 
+// postBurst posts n events to each of vcs at once, from posters clients
+// per simulator.
+func postBurst(ctx context.Context, vcs []*vcenter, n, posters int) error {
+	var (
+		wg     sync.WaitGroup
+		errMu  sync.Mutex
+		postEr error
+	)
+	for _, vc := range vcs {
+		var next atomic.Int64
+		for range posters {
+			wg.Go(func() {
+				for next.Add(1) <= int64(n) {
+					if err := vc.post(ctx); err != nil {
+						errMu.Lock()
+						postEr = err
+						errMu.Unlock()
+						return
+					}
+				}
+			})
+		}
+	}
+	wg.Wait()
+	return postEr
+}
+
+// span returns the first and last CreatedTime and the last delivery of ds
+// (not empty).
+func span(ds []delivery) (first, lastCreated, lastAt time.Time) {
+	first, lastCreated, lastAt = ds[0].created, ds[0].created, ds[0].at
+	for _, d := range ds {
+		first = minTime(first, d.created)
+		lastCreated = maxTime(lastCreated, d.created)
+		lastAt = maxTime(lastAt, d.at)
+	}
+	return first, lastCreated, lastAt
+}
+
+// checkOrder counts the events of ds delivered twice and those delivered
+// after a later event about the same VM of the same vCenter (keys are per
+// vCenter), and returns how many VMs it saw.
+func checkOrder(ds []delivery) (dups, outOfOrder, vms int) {
+	type event struct {
+		source string
+		key    int32
+	}
+	type vm struct{ source, vm string }
+	seen := map[event]bool{}
+	lastByVM := map[vm]int32{}
+	for _, d := range ds {
+		e, v := event{d.source, d.key}, vm{d.source, d.vm}
+		if seen[e] {
+			dups++
+		}
+		seen[e] = true
+		if prev, ok := lastByVM[v]; ok && d.key < prev {
+			outOfOrder++
+		}
+		lastByVM[v] = max(lastByVM[v], d.key)
+	}
+	return dups, outOfOrder, len(lastByVM)
+}
+
 func minTime(a, b time.Time) time.Time {
 	if b.Before(a) {
 		return b
@@ -586,13 +565,18 @@ func maxTime(a, b time.Time) time.Time {
 }
 
 func environment() string {
+	return fmt.Sprintf("%s/%s, %d CPUs, load average %s at start, %s", runtime.GOOS, runtime.GOARCH,
+		runtime.NumCPU(), loadAverage(), runtime.Version())
+}
+
+// loadAverage is the machine's 1, 5 and 15 minute load averages.
+func loadAverage() string {
 	load, _ := os.ReadFile("/proc/loadavg")
 	f := strings.Fields(string(load))
 	if len(f) > 3 {
 		f = f[:3]
 	}
-	return fmt.Sprintf("%s/%s, %d CPUs, load average %s at start, %s", runtime.GOOS, runtime.GOARCH,
-		runtime.NumCPU(), strings.Join(f, " "), runtime.Version())
+	return strings.Join(f, " ")
 }
 
 func routerVersion(path string) string {

@@ -14,11 +14,7 @@ import (
 // arrives once and in order per VM and that the report is complete; it
 // asserts no timing (the figures are the benchmark's output, not a test).
 func TestQuick(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "vmware-event-router")
-	build := exec.Command("go", "build", "-o", bin, "../vmware-event-router")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("building the router: %v\n%s", err, out)
-	}
+	bin := buildRouter(t)
 	for _, tc := range []struct {
 		name string
 		args []string
@@ -54,6 +50,37 @@ func TestQuick(t *testing.T) {
 	}
 }
 
+// buildRouter builds the router binary for the test.
+func buildRouter(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "vmware-event-router")
+	build := exec.Command("go", "build", "-o", bin, "../vmware-event-router")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building the router: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// TestQuickStreams runs the several-streams mode with 1 and 3 streams: a
+// run fails unless every stream's events all arrive, once and in order per
+// VM, and the router exits 0.
+func TestQuickStreams(t *testing.T) {
+	bin := buildRouter(t)
+	var stdout, stderr bytes.Buffer
+	args := []string{"-quick", "-router", bin, "-streams", "1,3"}
+	if code := run(t.Context(), args, &stdout, &stderr); code != 0 {
+		t.Fatalf("evr-bench %s: exit code %d\nstderr:\n%s\nstdout:\n%s", strings.Join(args, " "), code, &stderr, &stdout)
+	}
+	for _, want := range []string{
+		"| measure | 1 stream | 3 streams |", "latency p99 of the slowest stream |", "router CPU per stream |",
+		"delivered throughput per stream |", "(VmRSS) |", "Each stream beyond 1 (from the medians at 1 and 3 streams)", "Method:",
+	} {
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, &stdout)
+		}
+	}
+}
+
 func TestParseFlags(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -67,6 +94,11 @@ func TestParseFlags(t *testing.T) {
 		{"unknown processor", []string{"-processor", "aws"}, `-processor: must be "stdout" or "openfaas"`},
 		{"negative delay", []string{"-fn-delay", "-1s"}, "-fn-delay: must not be negative"},
 		{"stray argument", []string{"extra"}, `unexpected argument "extra"`},
+		{"streams", []string{"-streams", "1,4,16", "-repeat", "3"}, ""},
+		{"no streams", []string{"-streams", "0"}, "must be a comma-separated list of counts from 1 to 32"},
+		{"bad streams", []string{"-streams", "1,x"}, `got "x"`},
+		{"repeat without streams", []string{"-repeat", "3"}, "-repeat: only with -streams"},
+		{"streams through openfaas", []string{"-streams", "4", "-processor", "openfaas"}, "-streams: measures the stdout processor"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := parseFlags(tc.args, &bytes.Buffer{})

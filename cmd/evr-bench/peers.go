@@ -19,6 +19,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/openfaas/faas-provider/types"
 	"github.com/vmware/govmomi"
 	"github.com/vmware/govmomi/event"
@@ -61,6 +62,9 @@ type vmInfo struct {
 func startVCenter(ctx context.Context, minVMs int) (_ *vcenter, err error) {
 	model := simulator.VPX()
 	model.Machine = (minVMs + 1) / 2
+	// Every simulator would report the same instance UUID (derived from
+	// the machine); distinct vCenters have distinct ones.
+	model.ServiceContent.About.InstanceUuid = uuid.NewString()
 	if err := model.Create(); err != nil {
 		return nil, fmt.Errorf("simulator: %w", err)
 	}
@@ -175,6 +179,22 @@ func (v *vcenter) address() string {
 	return "https://" + v.server.URL.Host + "/sdk"
 }
 
+// streamEntry is the router's config entry following this simulator as an
+// external vCenter; name "" leaves the default name.
+func (v *vcenter) streamEntry(name string) map[string]any {
+	user := v.server.URL.User
+	password, _ := user.Password()
+	e := map[string]any{
+		"type": "stream", "provider": "vmware_vcenter", "address": v.address(),
+		"auth":    map[string]any{"method": "user_password", "secret": map[string]string{"username": user.Username(), "password": password}},
+		"options": map[string]string{"insecure": "true"},
+	}
+	if name != "" {
+		e["name"] = name
+	}
+	return e
+}
+
 func (v *vcenter) close() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -194,10 +214,12 @@ type delivery struct {
 	created time.Time // the event's CreatedTime (simulator clock = bench clock)
 	at      time.Time // when the bench read it
 	vm      string
+	source  string // the CloudEvent source: the stream's vCenter URL
 }
 
 // cloudEvent is what the bench reads of a delivered CloudEvent.
 type cloudEvent struct {
+	Source  string `json:"source"`
 	Subject string `json:"subject"`
 	Data    struct {
 		Key         int32
@@ -216,7 +238,7 @@ func parseDelivery(b []byte, at time.Time) (delivery, bool, error) {
 	if ce.Subject != subject {
 		return delivery{}, false, nil
 	}
-	d := delivery{key: ce.Data.Key, created: ce.Data.CreatedTime, at: at}
+	d := delivery{key: ce.Data.Key, created: ce.Data.CreatedTime, at: at, source: ce.Source}
 	if ce.Data.Vm != nil {
 		d.vm = ce.Data.Vm.Vm.Value
 	}
@@ -261,6 +283,20 @@ func (r *recorder) after(key int32) []delivery {
 	var out []delivery
 	for _, d := range r.all {
 		if d.key > key {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+// afterEach returns the deliveries of events with keys above from[source]
+// of the streams in from (keys are per vCenter).
+func (r *recorder) afterEach(from map[string]int32) []delivery {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []delivery
+	for _, d := range r.all {
+		if k, ok := from[d.source]; ok && d.key > k {
 			out = append(out, d)
 		}
 	}

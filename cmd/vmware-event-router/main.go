@@ -91,6 +91,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return replayCommand(ctx, args[1:], stdout, stderr)
 		case "check":
 			return checkCommand(args[1:], stdout, stderr)
+		case "top":
+			return topCommand(ctx, args[1:], stdout, stderr)
 		}
 	}
 	fs := flag.NewFlagSet("vmware-event-router", flag.ContinueOnError)
@@ -104,7 +106,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		_, _ = fmt.Fprintf(stderr, "\nVerbs:\n  version                                  print commit and version\n"+
 			"  filter -wasm FILE [-filter-config S] [EVENTS.jsonl]  run one filter module over events\n"+
 			"  replay -config FILE DEADLETTER.jsonl     send dead letters back to the processor\n"+
-			"  check -config FILE [-offline]            validate a configuration file and exit\n")
+			"  check -config FILE [-offline]            validate a configuration file and exit\n"+
+			"  top -metrics URL [-interval 1s] [-user U]  live rates, lag and queues per stream and processor\n")
 		_, _ = fmt.Fprintf(stderr, "\ncommit: %s\nversion: %s\n", c, v)
 	}
 	if err := fs.Parse(args); err != nil {
