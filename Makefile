@@ -7,6 +7,7 @@
 #   make check      gofmt, go vet, golangci-lint (pinned)
 #   make bench      micro benchmarks (go test -bench)
 #   make bench-e2e  end-to-end benchmark against the simulator
+#   make bench-streams  the router following 1, 4 and 16 simulated vCenters (medians of 3)
 #   make image      the container image (needs a Docker engine)
 
 GO          ?= go
@@ -20,7 +21,7 @@ BIN         := bin/vmware-event-router
 GOLANGCI    := github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0
 TEST_FLAGS  ?= -race -count=1 -timeout 9m
 
-.PHONY: all binary test test-deps fmt-check tidy-check vet check bench bench-e2e image static-check clean
+.PHONY: all binary test test-deps fmt-check tidy-check vet check bench bench-e2e bench-streams image static-check clean
 
 all: binary
 
@@ -64,6 +65,9 @@ bench:
 
 bench-e2e: binary
 	$(GO) run ./cmd/evr-bench -router $(BIN)
+
+bench-streams: binary
+	$(GO) run ./cmd/evr-bench -router $(BIN) -streams 1,4,16 -repeat 3
 
 # image builds the container image (needs a Docker engine with BuildKit: the
 # Dockerfile uses cache mounts).
