@@ -52,6 +52,12 @@ type Event struct {
 	Data            json.RawMessage `json:"data"`
 }
 
+// String shows the event with its data as text, for test messages.
+func (e Event) String() string {
+	return fmt.Sprintf("{specversion %q id %q type %q source %q subject %q time %q datacontenttype %q data %s}",
+		e.SpecVersion, e.ID, e.Type, e.Source, e.Subject, e.Time, e.DataContentType, e.Data)
+}
+
 // Result is one request's outcome: the event the SDK read, or the error
 // it refused the request with (Err non-nil, Event nil).
 type Result struct {
