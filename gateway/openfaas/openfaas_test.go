@@ -1,9 +1,7 @@
 package openfaas
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"net"
 	"net/http"
@@ -11,8 +9,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	cloudevents "github.com/cloudevents/sdk-go/v2/event"
 
 	"github.com/vmware-samples/vmware-event-router/gateway"
 	"github.com/vmware-samples/vmware-event-router/gateway/config"
@@ -228,11 +224,7 @@ func TestDeliver(t *testing.T) {
 					t.Errorf("%s: call came through the async queue: %v, want %v", mode, c.Async, tc.async)
 				}
 				reqs = append(reqs, cesdk.Request{Method: http.MethodPost, Header: c.Header, Body: c.Body})
-				want := cesdk.Want{Event: ev.JSON}
-				if mode == config.ContentModeJSON {
-					want.Event = nil
-				}
-				wants = append(wants, want)
+				wants = append(wants, cesdk.Want{Mode: string(mode), Event: ev.JSON})
 				if tc.callback != "" {
 					select {
 					case hdr := <-callbacks:
@@ -251,48 +243,24 @@ func TestDeliver(t *testing.T) {
 	}
 }
 
-// checkRequest checks the headers and body a function got for ev in mode,
-// beyond what the SDKs check, and that no credential reached it.
+// checkRequest checks what the function got for ev in mode beyond its
+// content mode (cesdk.Check): no credential ever reaches a function, and
+// binary mode carries every attribute of the event.
 func checkRequest(t *testing.T, mode config.ContentMode, c faastest.Call, ev *gateway.Event, password string) {
 	t.Helper()
 	want := map[string]string{
-		"Content-Type": "application/json",
 		// The empty Idempotency-Key entry only lets the transport retry
 		// on a stale connection; it is never sent.
 		"Idempotency-Key": "",
+		"Authorization":   "", "Proxy-Authorization": "",
 	}
-	switch mode {
-	case config.ContentModeStructured:
-		want["Content-Type"] = "application/cloudevents+json"
-	case config.ContentModeBinary:
-		want["Ce-Specversion"], want["Ce-Id"], want["Ce-Type"] = "1.0", ev.ID, gateway.EventType
-		want["Ce-Source"], want["Ce-Subject"] = ev.Source, ev.Subject
-		want["Ce-Time"] = ev.Time.Format(time.RFC3339Nano)
+	if mode == config.ContentModeBinary {
+		want["Ce-Id"], want["Ce-Type"], want["Ce-Source"] = ev.ID, gateway.EventType, ev.Source
+		want["Ce-Subject"], want["Ce-Time"] = ev.Subject, ev.Time.Format(time.RFC3339Nano)
 	}
 	for k, w := range want {
 		if v := c.Header.Get(k); v != w {
 			t.Errorf("%s: header %s = %q, want %q", mode, k, v, w)
-		}
-	}
-	if mode != config.ContentModeBinary {
-		// Beside a structured body, ce-* headers make an SDK read the
-		// whole event as data, or refuse it.
-		for k := range c.Header {
-			if strings.HasPrefix(strings.ToLower(k), "ce-") {
-				t.Errorf("%s: header %s sent beside a structured body", mode, k)
-			}
-		}
-		if !bytes.Equal(c.Body, ev.JSON) {
-			t.Errorf("%s: body is not the event's JSON:\n got %s\nwant %s", mode, c.Body, ev.JSON)
-		}
-		var got cloudevents.Event
-		if err := json.Unmarshal(c.Body, &got); err != nil || got.Validate() != nil {
-			t.Errorf("%s: body is not a valid structured CloudEvent: %v", mode, err)
-		}
-	}
-	for _, k := range []string{"Authorization", "Proxy-Authorization"} {
-		if v := c.Header.Get(k); v != "" {
-			t.Errorf("%s: function received %s %q: admin credentials must never reach functions", mode, k, v)
 		}
 	}
 	if strings.Contains(string(c.Body), password) {

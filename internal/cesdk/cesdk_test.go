@@ -91,3 +91,31 @@ func TestSame(t *testing.T) {
 		}
 	}
 }
+
+// TestShape: what the SDKs let pass but Check must not.
+func TestShape(t *testing.T) {
+	ev := []byte(structured)
+	for _, tc := range []struct {
+		name string
+		req  Request
+		want Want
+		err  string // "" when the shape is right
+	}{
+		{"json", Request{Header: header("Content-Type", "application/json"), Body: ev}, Want{"json", ev}, ""},
+		{"structured", Request{Header: header("Content-Type", "application/cloudevents+json"), Body: ev}, Want{"structured", ev}, ""},
+		{"binary", Request{Header: header("Content-Type", "application/json", "Ce-Specversion", "1.0"), Body: []byte(data)}, Want{"binary", ev}, ""},
+		{"ce-id beside a structured body", Request{Header: header("Content-Type", "application/cloudevents+json", "Ce-Id", "42"), Body: ev},
+			Want{"structured", ev}, "header Ce-Id beside a structured body"},
+		{"json as cloudevents+json", Request{Header: header("Content-Type", "application/cloudevents+json"), Body: ev},
+			Want{"json", ev}, `Content-Type "application/cloudevents+json", want "application/json"`},
+		{"body re-encoded", Request{Header: header("Content-Type", "application/json"), Body: []byte(" " + structured)},
+			Want{"json", ev}, "body is not the event byte for byte"},
+		{"binary without specversion", Request{Header: header("Content-Type", "application/json", "Ce-Id", "42"), Body: []byte(data)},
+			Want{"binary", ev}, `ce-specversion "", want 1.0`},
+	} {
+		err := shape(tc.req, tc.want)
+		if (tc.err == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.err)) {
+			t.Errorf("%s: shape = %v, want %q", tc.name, err, tc.err)
+		}
+	}
+}

@@ -5,39 +5,89 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 )
 
-// Want is what both SDKs should make of one request: read it as the
-// CloudEvent Event (structured JSON), or refuse it (Event nil).
+// Want is what a request should carry: the CloudEvent Event (structured
+// JSON) in content mode Mode. The modes are those of CloudEvents' HTTP
+// binding plus plain JSON:
+//   - "structured": Content-Type application/cloudevents+json, the body
+//     Event byte for byte, no ce-* header; both SDKs read Event.
+//   - "binary": ce-specversion and the other attributes as ce-* headers,
+//     the data as the body; both SDKs read Event.
+//   - "json": Content-Type application/json, the body Event byte for byte,
+//     no ce-* header; both SDKs refuse it (a function parses the body as
+//     JSON), rather than misread it.
 type Want struct {
+	Mode  string
 	Event []byte
 }
 
-// Check decodes reqs with both SDKs (one node process for the whole
-// batch) and fails the test for each request an SDK misreads: one it
-// should read but refuses or reads as another event, one it should refuse
-// but reads. name prefixes the messages.
+// Check checks each request's shape for its mode and decodes reqs with
+// both SDKs (one node process for the whole batch), failing the test for
+// each request an SDK misreads: refuses or reads as another event where it
+// should read Event, reads where it should refuse. name prefixes the
+// messages.
 func Check(t testing.TB, name string, reqs []Request, want []Want) {
 	t.Helper()
 	if len(reqs) != len(want) {
 		t.Fatalf("cesdk.Check: %d requests, %d wants", len(reqs), len(want))
 	}
+	for i, r := range reqs {
+		if err := shape(r, want[i]); err != nil {
+			t.Errorf("%s: request %d (%s): %v", name, i, want[i].Mode, err)
+		}
+	}
 	for _, sdk := range []string{"sdk-go", "js"} {
 		for i, r := range Decoders[sdk](t, reqs...) {
-			switch w := want[i]; {
-			case w.Event == nil && r.Err == nil:
-				t.Errorf("%s: request %d: %s read %v, want it refused", name, i, sdk, *r.Event)
-			case w.Event != nil && r.Err != nil:
-				t.Errorf("%s: request %d: %s refused it: %v", name, i, sdk, r.Err)
-			case w.Event != nil:
+			w := want[i]
+			switch {
+			case w.Mode == "json" && r.Err == nil:
+				t.Errorf("%s: request %d (json): %s read %v, want it refused", name, i, sdk, *r.Event)
+			case w.Mode != "json" && r.Err != nil:
+				t.Errorf("%s: request %d (%s): %s refused it: %v", name, i, w.Mode, sdk, r.Err)
+			case w.Mode != "json":
 				if err := Same(w.Event, r.Event); err != nil {
-					t.Errorf("%s: request %d: %s: %v", name, i, sdk, err)
+					t.Errorf("%s: request %d (%s): %s: %v", name, i, w.Mode, sdk, err)
 				}
 			}
 		}
 	}
+}
+
+// shape checks what the SDKs do not: the Content-Type, that the body is
+// the event byte for byte, and no ce-* header beside a structured body
+// (an SDK would read the whole event as data, or refuse it).
+func shape(r Request, w Want) error {
+	var errs []error
+	ct := r.Header.Get("Content-Type")
+	switch w.Mode {
+	case "json", "structured":
+		want := "application/json"
+		if w.Mode == "structured" {
+			want = "application/cloudevents+json"
+		}
+		if ct != want {
+			errs = append(errs, fmt.Errorf("Content-Type %q, want %q", ct, want))
+		}
+		for k := range r.Header {
+			if strings.HasPrefix(strings.ToLower(k), "ce-") {
+				errs = append(errs, fmt.Errorf("header %s beside a structured body", k))
+			}
+		}
+		if !bytes.Equal(r.Body, w.Event) {
+			errs = append(errs, fmt.Errorf("body is not the event byte for byte:\n got %s\nwant %s", r.Body, w.Event))
+		}
+	case "binary":
+		if v := r.Header.Get("Ce-Specversion"); v != "1.0" {
+			errs = append(errs, fmt.Errorf("ce-specversion %q, want 1.0", v))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("cesdk: unknown mode %q", w.Mode))
+	}
+	return errors.Join(errs...)
 }
 
 // Same reports how got differs from the CloudEvent in structured JSON,
