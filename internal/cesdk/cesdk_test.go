@@ -101,17 +101,17 @@ func TestShape(t *testing.T) {
 		want Want
 		err  string // "" when the shape is right
 	}{
-		{"json", Request{Header: header("Content-Type", "application/json"), Body: ev}, Want{"json", ev}, ""},
-		{"structured", Request{Header: header("Content-Type", "application/cloudevents+json"), Body: ev}, Want{"structured", ev}, ""},
-		{"binary", Request{Header: header("Content-Type", "application/json", "Ce-Specversion", "1.0"), Body: []byte(data)}, Want{"binary", ev}, ""},
+		{"json", Request{Header: header("Content-Type", "application/json"), Body: ev}, Want{Mode: "json", Event: ev}, ""},
+		{"structured", Request{Header: header("Content-Type", "application/cloudevents+json"), Body: ev}, Want{Mode: "structured", Event: ev}, ""},
+		{"binary", Request{Header: header("Content-Type", "application/json", "Ce-Specversion", "1.0"), Body: []byte(data)}, Want{Mode: "binary", Event: ev}, ""},
 		{"ce-id beside a structured body", Request{Header: header("Content-Type", "application/cloudevents+json", "Ce-Id", "42"), Body: ev},
-			Want{"structured", ev}, "header Ce-Id beside a structured body"},
+			Want{Mode: "structured", Event: ev}, "header Ce-Id beside a structured body"},
 		{"json as cloudevents+json", Request{Header: header("Content-Type", "application/cloudevents+json"), Body: ev},
-			Want{"json", ev}, `Content-Type "application/cloudevents+json", want "application/json"`},
+			Want{Mode: "json", Event: ev}, `Content-Type "application/cloudevents+json", want "application/json"`},
 		{"body re-encoded", Request{Header: header("Content-Type", "application/json"), Body: []byte(" " + structured)},
-			Want{"json", ev}, "body is not the event byte for byte"},
+			Want{Mode: "json", Event: ev}, "body is not the event byte for byte"},
 		{"binary without specversion", Request{Header: header("Content-Type", "application/json", "Ce-Id", "42"), Body: []byte(data)},
-			Want{"binary", ev}, `ce-specversion "", want 1.0`},
+			Want{Mode: "binary", Event: ev}, `ce-specversion "", want 1.0`},
 	} {
 		err := shape(tc.req, tc.want)
 		if (tc.err == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.err)) {

@@ -23,6 +23,14 @@ import (
 type Want struct {
 	Mode  string
 	Event []byte
+	Label string // names the request in messages ("request N" without)
+}
+
+func (w Want) label(i int) string {
+	if w.Label != "" {
+		return w.Label + " (" + w.Mode + ")"
+	}
+	return fmt.Sprintf("request %d (%s)", i, w.Mode)
 }
 
 // Check checks each request's shape for its mode and decodes reqs with
@@ -37,7 +45,7 @@ func Check(t testing.TB, name string, reqs []Request, want []Want) {
 	}
 	for i, r := range reqs {
 		if err := shape(r, want[i]); err != nil {
-			t.Errorf("%s: request %d (%s): %v", name, i, want[i].Mode, err)
+			t.Errorf("%s: %s: %v", name, want[i].label(i), err)
 		}
 	}
 	for _, sdk := range []string{"sdk-go", "js"} {
@@ -45,12 +53,12 @@ func Check(t testing.TB, name string, reqs []Request, want []Want) {
 			w := want[i]
 			switch {
 			case w.Mode == "json" && r.Err == nil:
-				t.Errorf("%s: request %d (json): %s read %v, want it refused", name, i, sdk, *r.Event)
+				t.Errorf("%s: %s: %s read %v, want it refused", name, w.label(i), sdk, *r.Event)
 			case w.Mode != "json" && r.Err != nil:
-				t.Errorf("%s: request %d (%s): %s refused it: %v", name, i, w.Mode, sdk, r.Err)
+				t.Errorf("%s: %s: %s refused it: %v", name, w.label(i), sdk, r.Err)
 			case w.Mode != "json":
 				if err := Same(w.Event, r.Event); err != nil {
-					t.Errorf("%s: request %d (%s): %s: %v", name, i, w.Mode, sdk, err)
+					t.Errorf("%s: %s: %s: %v", name, w.label(i), sdk, err)
 				}
 			}
 		}
