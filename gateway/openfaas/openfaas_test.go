@@ -558,3 +558,33 @@ func TestNewContentMode(t *testing.T) {
 		t.Errorf("default content mode %q, content type %q", p.cfg.ContentMode, p.contentType)
 	}
 }
+
+// TestDeliverBinaryRewritten: in binary mode an event a filter rewrote
+// keeps what it added: an extension attribute becomes its ce-* header, and
+// data that is not JSON is the body as is, under its own content type.
+func TestDeliverBinaryRewritten(t *testing.T) {
+	g := newGateway(t, faastest.Options{})
+	f := g.Deploy("fn", "", map[string]string{"topic": "VmPoweredOnEvent"})
+	cfg := testConfig(g)
+	cfg.ContentMode = config.ContentModeBinary
+	h := start(t, cfg)
+	h.waitReady(t)
+	ev := newEvent(t, "VmPoweredOnEvent", "vm-7", 42)
+	rewritten, err := gateway.ParseReplacement([]byte(`{"specversion":"1.0","id":"r-1","source":"https://vcenter.test/sdk",`+
+		`"type":"com.example.rewritten","subject":"VmPoweredOnEvent","team":"ops","datacontenttype":"text/plain","data":"vm-7 is on"}`), ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.p.Deliver(t.Context(), "fn", []*gateway.Event{rewritten})[0]; err != nil {
+		t.Fatalf("Deliver: %v", err)
+	}
+	c := f.Calls()[0]
+	for k, want := range map[string]string{"Ce-Id": "r-1", "Ce-Type": "com.example.rewritten", "Ce-Team": "ops", "Content-Type": "text/plain"} {
+		if v := c.Header.Get(k); v != want {
+			t.Errorf("header %s = %q, want %q", k, v, want)
+		}
+	}
+	if string(c.Body) != "vm-7 is on" {
+		t.Errorf("body %q, want the data as is", c.Body)
+	}
+}

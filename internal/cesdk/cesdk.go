@@ -14,6 +14,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -169,7 +170,7 @@ func DecodeJS(t testing.TB, reqs ...Request) []Result {
 		}
 		switch {
 		case r.Error != nil:
-			out = append(out, Result{Err: fmt.Errorf("%s", *r.Error)})
+			out = append(out, Result{Err: errors.New(*r.Error)})
 		case r.Event != nil:
 			if string(r.Event.Data) == "null" {
 				r.Event.Data = nil
