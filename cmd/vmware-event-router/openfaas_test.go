@@ -6,15 +6,20 @@ package main
 // test files in this package.
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/vmware/govmomi/vim25/types"
 
+	"github.com/vmware-samples/vmware-event-router/internal/cesdk"
 	"github.com/vmware-samples/vmware-event-router/internal/faastest"
 	"github.com/vmware-samples/vmware-event-router/internal/vcsimtest"
 )
@@ -139,8 +144,13 @@ func ofKeys(t testing.TB, fn string, calls []faastest.Call, base int32) map[stri
 				Vm  *struct{ Vm struct{ Value string } }
 			} `json:"data"`
 		}
-		if err := json.Unmarshal(c.Body, &ce); err != nil {
-			t.Fatalf("function %s got a body that is not a JSON CloudEvent: %v", fn, err)
+		// In binary content mode the body is the data alone.
+		into := any(&ce)
+		if c.Header.Get("Ce-Specversion") != "" {
+			into = &ce.Data
+		}
+		if err := json.Unmarshal(c.Body, into); err != nil {
+			t.Fatalf("function %s got a body that is not JSON: %v", fn, err)
 		}
 		if ce.Data.Key <= base || ce.Data.Vm == nil {
 			continue
@@ -202,6 +212,10 @@ func TestOpenFaaSRouting(t *testing.T) {
 				for _, c := range f.Calls() {
 					if c.Header.Get("Authorization") != "" {
 						t.Fatalf("function %s received an Authorization header", f.Name)
+					}
+					// The default content mode is json: no ce-* header.
+					if c.Header.Get("Ce-Id") != "" || c.Header.Get("Content-Type") != "application/json" {
+						t.Fatalf("function %s: ce-id %q, Content-Type %q in the default content mode (json)", f.Name, c.Header.Get("Ce-Id"), c.Header.Get("Content-Type"))
 					}
 					if c.Async != (async == "true") {
 						t.Fatalf("function %s: call async=%v in async=%s mode", f.Name, c.Async, async)
@@ -370,4 +384,157 @@ func TestOpenFaaSAuthRefused(t *testing.T) {
 	if strings.Contains(out, "not-the-password") {
 		t.Error("the password appears in the output")
 	}
+}
+
+// TestOpenFaaSContentModes runs the whole daemon with one processor per
+// content mode and delivery path (sync, async), each on its own gateway,
+// then replays what the sync processors dead-lettered. Every request that
+// reached a function, live or replayed, is decoded as a function author's
+// SDK would (sdk-go and the JavaScript SDK, cesdk.Check): in structured
+// and binary mode both read the vSphere event (as data, with its id,
+// type, source and subject); in json mode the body is the structured event
+// byte for byte, with no ce-* header, and both refuse it.
+func TestOpenFaaSContentModes(t *testing.T) {
+	const events = 4
+	sim := ofStartSim(t, 2)
+	state := t.TempDir()
+	type proc struct {
+		name, mode  string
+		fn, broken  *faastest.Function // broken: sync only, rejects until replay
+		g           *faastest.Gateway
+		replayCalls int // broken's calls before the replay
+	}
+	var procs []*proc
+	entries := []map[string]any{sim.Config()}
+	topic := map[string]string{"topic": "VmPoweredOnEvent"}
+	for _, mode := range []string{"json", "structured", "binary"} {
+		for _, async := range []bool{false, true} {
+			p := &proc{name: mode + "-sync", mode: mode, g: ofGateway(t)}
+			p.fn = p.g.Deploy("fn", "", topic)
+			if async {
+				p.name = mode + "-async"
+			} else {
+				p.broken = p.g.Deploy("broken", "", topic)
+				p.broken.Fail(http.StatusBadRequest)
+			}
+			e := openfaasEntry(p.g, map[string]any{"async": fmt.Sprint(async), "content_mode": mode})
+			e["name"] = p.name
+			entries = append(entries, e)
+			procs = append(procs, p)
+		}
+	}
+	stateEntry := map[string]any{"type": "internal", "provider": "state", "address": state}
+	config := writeConfig(t, append(entries, stateEntry, metricsEntry("127.0.0.1:0"))...)
+	d := startDaemon(t, config)
+	d.waitReady(t)
+	base := sim.LatestKey()
+	for i := range events {
+		sim.post(i%2, true)
+	}
+
+	// The json processor's sync function got the structured events as
+	// the router made them: the reference for every other request.
+	ref := map[string][]byte{}
+	d.eventually(t, 30*time.Second, fmt.Sprintf("%d events at json-sync", events), func() bool {
+		for _, c := range procs[0].fn.Received() {
+			var ce struct {
+				ID   string `json:"id"`
+				Data struct{ Key int32 }
+			}
+			if err := json.Unmarshal(c.Body, &ce); err != nil {
+				t.Fatalf("json-sync got a body that is not JSON: %v", err)
+			}
+			if ce.Data.Key > base {
+				ref[ce.ID] = c.Body
+			}
+		}
+		return len(ref) >= events
+	})
+	for id, body := range ref {
+		var ce struct {
+			Type, Source, Subject string
+			Data                  struct {
+				Key int32
+				Vm  struct{ Vm struct{ Value string } }
+			}
+		}
+		if err := json.Unmarshal(body, &ce); err != nil || ce.Type != "com.vmware.event.router/event" || ce.Source != sim.URL ||
+			ce.Subject != "VmPoweredOnEvent" || (ce.Data.Vm.Vm.Value != sim.vms[0].Ref.Value && ce.Data.Vm.Vm.Value != sim.vms[1].Ref.Value) {
+			t.Errorf("event %s is not the vSphere event posted: %s", id, body)
+		}
+	}
+	for _, p := range procs {
+		d.eventually(t, 30*time.Second, fmt.Sprintf("%d events at %s", events, p.name), func() bool {
+			return len(ofRefCalls(p.fn.Calls(), ref)) >= events
+		})
+	}
+	dlFile := filepath.Join(state, "dead-letter", "dead-letter.jsonl")
+	d.eventually(t, 30*time.Second, "a dead letter per event and broken function", func() bool {
+		data, _ := os.ReadFile(dlFile)
+		return bytes.Count(data, []byte("\n")) >= 3*events
+	})
+	if code := d.stop(t); code != 0 {
+		t.Fatalf("daemon exited %d", code)
+	}
+
+	for _, p := range procs {
+		if p.broken != nil {
+			p.broken.Recover()
+			p.replayCalls = len(p.broken.Calls())
+		}
+	}
+	var stdout, stderr bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if code := run(ctx, []string{"replay", "-config", config, dlFile}, &stdout, &stderr); code != 0 {
+		t.Fatalf("replay exited %d:\n%s", code, stderr.String())
+	}
+	if want := fmt.Sprintf("replayed %d dead letters: %d delivered", 3*events, 3*events); !strings.Contains(stderr.String(), want) {
+		t.Errorf("replay report %q, want %q", stderr.String(), want)
+	}
+
+	var reqs []cesdk.Request
+	var wants []cesdk.Want
+	add := func(what string, calls []faastest.Call, mode string) {
+		got := ofRefCalls(calls, ref)
+		if len(got) != events {
+			t.Errorf("%s: %d calls with the posted events, want %d", what, len(got), events)
+		}
+		for _, c := range got {
+			reqs = append(reqs, cesdk.Request{Method: http.MethodPost, Header: c.call.Header, Body: c.call.Body})
+			wants = append(wants, cesdk.Want{Mode: mode, Event: ref[c.id], Label: what + " " + c.id})
+		}
+	}
+	for _, p := range procs {
+		add(p.name+" live", p.fn.Received(), p.mode)
+		if p.broken != nil {
+			add(p.name+" replay", p.broken.Calls()[p.replayCalls:], p.mode)
+		}
+	}
+	cesdk.Check(t, "content modes", reqs, wants)
+}
+
+type ofRefCall struct {
+	id   string
+	call faastest.Call
+}
+
+// ofRefCalls returns the successful calls carrying an event of ref, with
+// its id: in binary mode the ce-id header, else the body's id.
+func ofRefCalls(calls []faastest.Call, ref map[string][]byte) []ofRefCall {
+	var out []ofRefCall
+	for _, c := range calls {
+		id := c.Header.Get("Ce-Id")
+		if id == "" {
+			var ce struct {
+				ID string `json:"id"`
+			}
+			_ = json.Unmarshal(c.Body, &ce)
+			id = ce.ID
+		}
+		if _, ok := ref[id]; ok && c.Status < 300 {
+			out = append(out, ofRefCall{id, c})
+		}
+	}
+	return out
 }

@@ -161,7 +161,24 @@ type OpenFaaS struct {
 	RetryLimit      int // 0: never give up
 	QueueSize       int
 	CallbackURL     string
+	ContentMode     ContentMode
 }
+
+// ContentMode is how an OpenFaaS request carries the CloudEvent.
+type ContentMode string
+
+// Content modes.
+const (
+	// ContentModeJSON sends the structured CloudEvent as
+	// application/json with no ce-* header: every OpenFaaS template
+	// parses it, and CloudEvents SDKs refuse it rather than misread it.
+	ContentModeJSON ContentMode = "json"
+	// ContentModeStructured sends it as application/cloudevents+json.
+	ContentModeStructured ContentMode = "structured"
+	// ContentModeBinary sends the attributes as ce-* headers and data as
+	// the body.
+	ContentModeBinary ContentMode = "binary"
+)
 
 // EventBridge is the processor/aws_event_bridge entry.
 type EventBridge struct {

@@ -38,14 +38,14 @@ func TestSpecExamplesLoad(t *testing.T) {
 			switch {
 			case cfg.OpenFaaS != nil:
 				o := cfg.OpenFaaS
-				want := OpenFaaS{Address: "http://gateway.openfaas:8080", Username: "admin", Password: "REPLACE_ME",
-					RefreshInterval: 10 * time.Second, Concurrency: 64, Timeout: 30 * time.Second, RetryLimit: 20, QueueSize: 10000}
+				want := OpenFaaS{Name: "openfaas", Address: "http://gateway.openfaas:8080", Username: "admin", Password: "REPLACE_ME",
+					RefreshInterval: 10 * time.Second, Concurrency: 64, Timeout: 30 * time.Second, RetryLimit: 20, QueueSize: 10000, ContentMode: ContentModeJSON}
 				if *o != want {
 					t.Errorf("openfaas entry:\n got %#v\nwant %#v", *o, want)
 				}
 			case cfg.EventBridge != nil:
 				e := cfg.EventBridge
-				want := EventBridge{AccessKeyID: "ABCDEFGHIJK", SecretAccessKey: "ZYXWVUTSRQPO", Region: "eu-central-1",
+				want := EventBridge{Name: "aws_event_bridge", AccessKeyID: "ABCDEFGHIJK", SecretAccessKey: "ZYXWVUTSRQPO", Region: "eu-central-1",
 					EventBus: "default", RuleARN: "arn:aws:events:eu-central-1:1234567890:rule/vmware-event-router",
 					ResyncInterval: 5 * time.Minute, BatchLinger: 10 * time.Millisecond, RetryLimit: 20, QueueSize: 10000}
 				if *e != want {
@@ -142,6 +142,12 @@ func TestProblems(t *testing.T) {
 		{"bad on_error", func(es []map[string]any) {
 			es[1]["options"] = map[string]any{"timeout": "0s", "queue_size": "ten"}
 		}, []string{`options.queue_size: must be a whole number, got "ten"`, `options.timeout: must be greater than zero`}},
+		{"content_mode binary", func(es []map[string]any) {
+			es[1]["options"] = map[string]any{"content_mode": "binary"}
+		}, nil},
+		{"bad content_mode", func(es []map[string]any) {
+			es[1]["options"] = map[string]any{"content_mode": "cloudevents"}
+		}, []string{`entry [1] (processor/openfaas): options.content_mode: must be "json", "structured" or "binary", got "cloudevents"`}},
 		{"vcenter http scheme ok, ftp not", func(es []map[string]any) { es[0]["address"] = "ftp://vc/sdk" },
 			[]string{`address: must be an https://HOST[:PORT]/sdk URL, got "ftp://vc/sdk"`}},
 		{"entry not an object", func(es []map[string]any) { es[2] = nil },

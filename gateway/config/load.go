@@ -947,6 +947,12 @@ func openfaasEntry(e *entryCtx) {
 	if cb := e.option("callback_url", ""); cb != "" {
 		c.CallbackURL = e.urlField("options.callback_url", cb, "")
 	}
+	switch m := ContentMode(e.option("content_mode", "json")); m {
+	case ContentModeJSON, ContentModeStructured, ContentModeBinary:
+		c.ContentMode = m
+	default:
+		e.problem("options.content_mode", `must be "json", "structured" or "binary", got %q`, string(m))
+	}
 	e.v.cfg.OpenFaaS = c
 }
 

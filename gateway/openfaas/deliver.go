@@ -13,7 +13,12 @@ import (
 	"strings"
 	"sync/atomic"
 
+	"github.com/cloudevents/sdk-go/v2/binding"
+	cloudevents "github.com/cloudevents/sdk-go/v2/event"
+	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
+
 	"github.com/vmware-samples/vmware-event-router/gateway"
+	"github.com/vmware-samples/vmware-event-router/gateway/config"
 )
 
 // Deliver invokes function dest once per event. Errors are classified for
@@ -29,12 +34,6 @@ func (p *Processor) Deliver(ctx context.Context, dest string, evs []*gateway.Eve
 	return errs
 }
 
-// ceType is the one CloudEvent attribute the headers carry that Event does
-// not hold (a filter may have rewritten it).
-type ceType struct {
-	Type string `json:"type"`
-}
-
 func (p *Processor) invoke(ctx context.Context, dest string, ev *gateway.Event) error {
 	cctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
 	defer cancel()
@@ -48,17 +47,16 @@ func (p *Processor) invoke(ctx context.Context, dest string, ev *gateway.Event) 
 		WroteRequest: func(i httptrace.WroteRequestInfo) { wrote.Store(i.Err == nil) },
 	}
 	u := p.base + p.invokePath + url.PathEscape(dest)
-	req, err := http.NewRequestWithContext(httptrace.WithClientTrace(cctx, trace), http.MethodPost, u, bytes.NewReader(ev.JSON))
+	req, err := p.newRequest(httptrace.WithClientTrace(cctx, trace), u, ev)
 	if err != nil {
 		return gateway.Permanent(fmt.Errorf("function %s: %w", dest, err))
 	}
-	setHeaders(req.Header, ev)
 	// An Idempotency-Key entry with no value is not sent, but lets the
 	// transport retry the POST on a fresh connection when a pooled one
 	// turns out to be closed by the gateway before it read anything (the
 	// gateway restarted). Without it that is an error after the request
 	// was written, counted against the event, although the gateway never
-	// saw it. Delivery is at-least-once anyway; the ce-id dedupes.
+	// saw it. Delivery is at-least-once anyway; the event's id dedupes.
 	req.Header["Idempotency-Key"] = nil
 	if p.cfg.Async && p.cfg.CallbackURL != "" {
 		req.Header.Set("X-Callback-Url", p.cfg.CallbackURL)
@@ -73,24 +71,33 @@ func (p *Processor) invoke(ctx context.Context, dest string, ev *gateway.Event) 
 	return status(dest, resp)
 }
 
-// setHeaders sets the content type and the ce-* routing headers. There is
-// deliberately no ce-specversion: with it a CloudEvents SDK reads the request
-// as a binary-mode event whose data is the whole structured event (the data
-// wrapped twice); without it SDKs that accept structured JSON under
-// application/json (Python's from_http) read the body as the event itself,
-// and plain functions parse the body as the predecessor's did.
-func setHeaders(h http.Header, ev *gateway.Event) {
-	var a ceType
-	if err := json.Unmarshal(ev.JSON, &a); err != nil || a.Type == "" {
-		a.Type = gateway.EventType
+// newRequest builds the POST carrying ev in the configured content mode
+// (see config.ContentMode). In json and structured mode the body is ev.JSON
+// as the filters left it, byte for byte, and no ce-* header is sent: beside
+// a structured body they would make an SDK read the whole event as data, or
+// refuse it. In binary mode sdk-go writes the attributes as ce-* headers
+// (extensions included) and the data as the body.
+func (p *Processor) newRequest(ctx context.Context, u string, ev *gateway.Event) (*http.Request, error) {
+	if p.cfg.ContentMode != config.ContentModeBinary {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(ev.JSON))
+		if err != nil {
+			return nil, err
+		}
+		req.Header.Set("Content-Type", p.contentType)
+		return req, nil
 	}
-	h.Set("Content-Type", "application/json")
-	h["Ce-Id"] = []string{ev.ID}
-	h["Ce-Type"] = []string{a.Type}
-	h["Ce-Source"] = []string{ev.Source}
-	if ev.Subject != "" {
-		h["Ce-Subject"] = []string{ev.Subject}
+	var ce cloudevents.Event
+	if err := json.Unmarshal(ev.JSON, &ce); err != nil {
+		return nil, fmt.Errorf("event %s is not a valid CloudEvent: %w", ev.ID, err)
 	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, nil)
+	if err != nil {
+		return nil, err
+	}
+	if err := cehttp.WriteRequest(ctx, binding.ToMessage(&ce), req); err != nil {
+		return nil, fmt.Errorf("event %s: binary content mode: %w", ev.ID, err)
+	}
+	return req, nil
 }
 
 // classify turns a failed call into the dispatcher's kinds of error. ctx is

@@ -21,6 +21,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	cloudevents "github.com/cloudevents/sdk-go/v2/event"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/vmware-samples/vmware-event-router/gateway"
@@ -53,6 +54,8 @@ type Processor struct {
 	client     *http.Client
 	transport  *http.Transport
 	invokePath string // "/function/" or "/async-function/"
+	// contentType is the Content-Type of json and structured requests.
+	contentType string
 
 	routes atomic.Pointer[routes]
 	sub    gateway.SubscriptionFunc
@@ -89,17 +92,28 @@ func New(cfg config.OpenFaaS, log *slog.Logger, m *metrics.Metrics) (*Processor,
 	if cfg.Concurrency <= 0 {
 		cfg.Concurrency = defaultConcurrency
 	}
+	contentType := "application/json"
+	switch cfg.ContentMode {
+	case "":
+		cfg.ContentMode = config.ContentModeJSON
+	case config.ContentModeJSON, config.ContentModeBinary:
+	case config.ContentModeStructured:
+		contentType = cloudevents.ApplicationCloudEventsJSON
+	default:
+		return nil, fmt.Errorf(`processor openfaas: options.content_mode: must be "json", "structured" or "binary", got %q`, cfg.ContentMode)
+	}
 	name := cfg.Name
 	if name == "" {
 		name = Name
 	}
 	p := &Processor{
-		cfg:        cfg,
-		log:        log.With("processor", name),
-		base:       strings.TrimRight(cfg.Address, "/"),
-		invokePath: "/function/",
-		ready:      make(chan struct{}),
-		lastErr:    fmt.Errorf("gateway %s: not asked yet", strings.TrimRight(cfg.Address, "/")),
+		cfg:         cfg,
+		log:         log.With("processor", name),
+		base:        strings.TrimRight(cfg.Address, "/"),
+		invokePath:  "/function/",
+		contentType: contentType,
+		ready:       make(chan struct{}),
+		lastErr:     fmt.Errorf("gateway %s: not asked yet", strings.TrimRight(cfg.Address, "/")),
 	}
 	if cfg.Async {
 		p.invokePath = "/async-function/"

@@ -1,9 +1,7 @@
 package openfaas
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"net"
 	"net/http"
@@ -12,10 +10,9 @@ import (
 	"testing"
 	"time"
 
-	cloudevents "github.com/cloudevents/sdk-go/v2/event"
-
 	"github.com/vmware-samples/vmware-event-router/gateway"
 	"github.com/vmware-samples/vmware-event-router/gateway/config"
+	"github.com/vmware-samples/vmware-event-router/internal/cesdk"
 	"github.com/vmware-samples/vmware-event-router/internal/faastest"
 )
 
@@ -170,8 +167,12 @@ func TestRefreshPicksUpChanges(t *testing.T) {
 	}
 }
 
-// TestDeliver invokes functions sync and async and checks what they got:
-// the whole structured CloudEvent, the ce-* headers, and no credentials.
+// TestDeliver invokes functions sync and async in each content mode and
+// checks what they got, as a function author's CloudEvents SDK reads it
+// (sdk-go and the JavaScript SDK): in structured and binary mode both read
+// the vSphere event as data; in json mode the body is the structured event
+// byte for byte, with no ce-* header, and both SDKs refuse it rather than
+// misread it. No credentials ever reach a function.
 func TestDeliver(t *testing.T) {
 	callbacks := make(chan http.Header, 10)
 	cb := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -196,82 +197,74 @@ func TestDeliver(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			g := newGateway(t, faastest.Options{})
-			f := g.Deploy("fn", "", map[string]string{"topic": "VmPoweredOnEvent"})
-			cfg := testConfig(g)
-			cfg.Async, cfg.CallbackURL = tc.async, tc.callback
-			h := start(t, cfg)
-			h.waitReady(t)
 			ev := newEvent(t, "VmPoweredOnEvent", "vm-7", 42)
-			if err := h.p.Deliver(t.Context(), "fn", []*gateway.Event{ev})[0]; err != nil {
-				t.Fatalf("Deliver: %v", err)
-			}
-			if !tc.async && len(f.Calls()) != 1 {
-				t.Fatalf("sync Deliver returned before the function got the call (%d calls)", len(f.Calls()))
-			}
-			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-			defer cancel()
-			if err := f.Wait(ctx, func(c []faastest.Call) bool { return len(c) >= 1 }); err != nil {
-				t.Fatalf("function got no call: %v", err)
-			}
-			c := f.Calls()[0]
-			if c.Async != tc.async {
-				t.Errorf("call came through the async queue: %v, want %v", c.Async, tc.async)
-			}
-			if !bytes.Equal(c.Body, ev.JSON) {
-				t.Errorf("body is not the event's JSON:\n got %s\nwant %s", c.Body, ev.JSON)
-			}
-			var got cloudevents.Event
-			if err := json.Unmarshal(c.Body, &got); err != nil {
-				t.Fatalf("body is not a structured CloudEvent: %v", err)
-			}
-			if err := got.Validate(); err != nil {
-				t.Errorf("body is not a valid CloudEvent: %v", err)
-			}
-			if got.ID() != ev.ID || got.Subject() != "VmPoweredOnEvent" || got.Type() != gateway.EventType || got.Source() != ev.Source {
-				t.Errorf("CloudEvent attributes: id %q subject %q type %q source %q", got.ID(), got.Subject(), got.Type(), got.Source())
-			}
-			var data map[string]any
-			if err := got.DataAs(&data); err != nil || data["Key"] != float64(42) {
-				t.Errorf("CloudEvent data = %v (%v), want the vCenter event", data, err)
-			}
-			for k, want := range map[string]string{
-				"Content-Type": "application/json",
-				"Ce-Id":        ev.ID,
-				"Ce-Type":      gateway.EventType,
-				"Ce-Subject":   "VmPoweredOnEvent",
-				"Ce-Source":    ev.Source,
-				// No ce-specversion: it would make CloudEvents SDKs read
-				// the request as binary mode, with the whole event as data.
-				"Ce-Specversion": "",
-				// The empty Idempotency-Key entry only lets the transport
-				// retry on a stale connection; it is never sent.
-				"Idempotency-Key": "",
-			} {
-				if v := c.Header.Get(k); v != want {
-					t.Errorf("header %s = %q, want %q", k, v, want)
+			var reqs []cesdk.Request
+			var wants []cesdk.Want
+			for _, mode := range []config.ContentMode{config.ContentModeJSON, config.ContentModeStructured, config.ContentModeBinary} {
+				fn := "fn-" + string(mode)
+				f := g.Deploy(fn, "", map[string]string{"topic": "VmPoweredOnEvent"})
+				cfg := testConfig(g)
+				cfg.Async, cfg.CallbackURL, cfg.ContentMode = tc.async, tc.callback, mode
+				h := start(t, cfg)
+				h.waitReady(t)
+				if err := h.p.Deliver(t.Context(), fn, []*gateway.Event{ev})[0]; err != nil {
+					t.Fatalf("%s: Deliver: %v", mode, err)
 				}
-			}
-			for _, k := range []string{"Authorization", "Proxy-Authorization"} {
-				if v := c.Header.Get(k); v != "" {
-					t.Errorf("function received %s %q: admin credentials must never reach functions", k, v)
+				if !tc.async && len(f.Calls()) != 1 {
+					t.Fatalf("%s: sync Deliver returned before the function got the call (%d calls)", mode, len(f.Calls()))
 				}
-			}
-			if strings.Contains(string(c.Body), g.Password) {
-				t.Error("function body contains the admin password")
-			}
-			if tc.callback != "" {
-				select {
-				case hdr := <-callbacks:
-					if hdr.Get("X-Function-Status") != "200" || hdr.Get("X-Function-Name") != "fn" {
-						t.Errorf("callback headers %v", hdr)
+				ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+				defer cancel()
+				if err := f.Wait(ctx, func(c []faastest.Call) bool { return len(c) >= 1 }); err != nil {
+					t.Fatalf("%s: function got no call: %v", mode, err)
+				}
+				c := f.Calls()[0]
+				checkRequest(t, mode, c, ev, g.Password)
+				if c.Async != tc.async {
+					t.Errorf("%s: call came through the async queue: %v, want %v", mode, c.Async, tc.async)
+				}
+				reqs = append(reqs, cesdk.Request{Method: http.MethodPost, Header: c.Header, Body: c.Body})
+				wants = append(wants, cesdk.Want{Mode: string(mode), Event: ev.JSON})
+				if tc.callback != "" {
+					select {
+					case hdr := <-callbacks:
+						if hdr.Get("X-Function-Status") != "200" || hdr.Get("X-Function-Name") != fn {
+							t.Errorf("%s: callback headers %v", mode, hdr)
+						}
+					case <-ctx.Done():
+						t.Fatalf("%s: no callback", mode)
 					}
-				case <-ctx.Done():
-					t.Fatal("no callback")
+				} else if v := c.Header.Get("X-Callback-Url"); v != "" {
+					t.Errorf("%s: X-Callback-Url %q sent without callback_url", mode, v)
 				}
-			} else if v := c.Header.Get("X-Callback-Url"); v != "" {
-				t.Errorf("X-Callback-Url %q sent without callback_url", v)
 			}
+			cesdk.Check(t, tc.name, reqs, wants)
 		})
+	}
+}
+
+// checkRequest checks what the function got for ev in mode beyond its
+// content mode (cesdk.Check): no credential ever reaches a function, and
+// binary mode carries every attribute of the event.
+func checkRequest(t *testing.T, mode config.ContentMode, c faastest.Call, ev *gateway.Event, password string) {
+	t.Helper()
+	want := map[string]string{
+		// The empty Idempotency-Key entry only lets the transport retry
+		// on a stale connection; it is never sent.
+		"Idempotency-Key": "",
+		"Authorization":   "", "Proxy-Authorization": "",
+	}
+	if mode == config.ContentModeBinary {
+		want["Ce-Id"], want["Ce-Type"], want["Ce-Source"] = ev.ID, gateway.EventType, ev.Source
+		want["Ce-Subject"], want["Ce-Time"] = ev.Subject, ev.Time.Format(time.RFC3339Nano)
+	}
+	for k, w := range want {
+		if v := c.Header.Get(k); v != w {
+			t.Errorf("%s: header %s = %q, want %q", mode, k, v, w)
+		}
+	}
+	if strings.Contains(string(c.Body), password) {
+		t.Errorf("%s: function body contains the admin password", mode)
 	}
 }
 
@@ -547,5 +540,51 @@ func TestTransportKeepsIdleConnections(t *testing.T) {
 func TestNewValidates(t *testing.T) {
 	if _, err := New(config.OpenFaaS{}, nil, nil); err == nil || !strings.Contains(err.Error(), "address") {
 		t.Errorf("New without an address = %v, want an error naming address", err)
+	}
+}
+
+// TestNewContentMode: an unknown content mode is refused naming the option
+// and the allowed values; none means json.
+func TestNewContentMode(t *testing.T) {
+	if _, err := New(config.OpenFaaS{Address: "http://gw:8080", ContentMode: "cloudevents"}, nil, nil); err == nil ||
+		!strings.Contains(err.Error(), `options.content_mode: must be "json", "structured" or "binary", got "cloudevents"`) {
+		t.Errorf("New with content_mode cloudevents: %v", err)
+	}
+	p, err := New(config.OpenFaaS{Address: "http://gw:8080"}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.cfg.ContentMode != config.ContentModeJSON || p.contentType != "application/json" {
+		t.Errorf("default content mode %q, content type %q", p.cfg.ContentMode, p.contentType)
+	}
+}
+
+// TestDeliverBinaryRewritten: in binary mode an event a filter rewrote
+// keeps what it added: an extension attribute becomes its ce-* header, and
+// data that is not JSON is the body as is, under its own content type.
+func TestDeliverBinaryRewritten(t *testing.T) {
+	g := newGateway(t, faastest.Options{})
+	f := g.Deploy("fn", "", map[string]string{"topic": "VmPoweredOnEvent"})
+	cfg := testConfig(g)
+	cfg.ContentMode = config.ContentModeBinary
+	h := start(t, cfg)
+	h.waitReady(t)
+	ev := newEvent(t, "VmPoweredOnEvent", "vm-7", 42)
+	rewritten, err := gateway.ParseReplacement([]byte(`{"specversion":"1.0","id":"r-1","source":"https://vcenter.test/sdk",`+
+		`"type":"com.example.rewritten","subject":"VmPoweredOnEvent","team":"ops","datacontenttype":"text/plain","data":"vm-7 is on"}`), ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.p.Deliver(t.Context(), "fn", []*gateway.Event{rewritten})[0]; err != nil {
+		t.Fatalf("Deliver: %v", err)
+	}
+	c := f.Calls()[0]
+	for k, want := range map[string]string{"Ce-Id": "r-1", "Ce-Type": "com.example.rewritten", "Ce-Team": "ops", "Content-Type": "text/plain"} {
+		if v := c.Header.Get(k); v != want {
+			t.Errorf("header %s = %q, want %q", k, v, want)
+		}
+	}
+	if string(c.Body) != "vm-7 is on" {
+		t.Errorf("body %q, want the data as is", c.Body)
 	}
 }
