@@ -24,6 +24,9 @@ func TestREADMEConfigurationTable(t *testing.T) {
 		t.Fatal(err)
 	}
 	code := kindOptions()
+	if len(code) < 9 {
+		t.Fatalf("the loader knows %d entry kinds: are the providers registered?", len(code))
+	}
 	for k, want := range code {
 		got, ok := doc[k]
 		if !ok {
@@ -42,6 +45,20 @@ func TestREADMEConfigurationTable(t *testing.T) {
 			t.Errorf("README lists %s/%s, which the loader does not know", k[0], k[1])
 		}
 	}
+}
+
+// kindOptions returns, per entry kind, every option it takes with its
+// default ("" for none), from the specs the loader walks.
+func kindOptions() map[[2]string]map[string]string {
+	out := map[[2]string]map[string]string{}
+	for _, s := range Specs() {
+		opts := map[string]string{}
+		for _, o := range OptionsOf(s) {
+			opts[o.Key] = o.Default
+		}
+		out[[2]string{s.Type, s.Provider}] = opts
+	}
+	return out
 }
 
 func TestReadmeTableParser(t *testing.T) {
