@@ -1,6 +1,7 @@
 package config
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"math"
@@ -53,8 +54,19 @@ var (
 		},
 		New: func(e Entry) any { return &Metrics{Address: e.Address} },
 		Check: func(st any, c *Checker) {
-			if s := st.(*Metrics); (s.TLSCertFile == "") != (s.TLSKeyFile == "") {
+			s := st.(*Metrics)
+			if (s.TLSCertFile == "") != (s.TLSKeyFile == "") {
 				c.Problem("options.tls_cert_file", "tls_cert_file and tls_key_file go together: set both or neither")
+				return
+			}
+			// The server loads the pair when it starts serving, after
+			// start-up: refuse here what it would refuse then. Files that
+			// cannot be read are reported already.
+			if s.TLSCertFile == "" || c.Offline || !readable(s.TLSCertFile) || !readable(s.TLSKeyFile) {
+				return
+			}
+			if _, err := tls.LoadX509KeyPair(s.TLSCertFile, s.TLSKeyFile); err != nil {
+				c.Problem("options.tls_cert_file", "cannot load the certificate with options.tls_key_file: %v", err)
 			}
 		},
 	}
@@ -144,6 +156,15 @@ func stateDir(s string, offline bool) (string, error) {
 		err = fmt.Errorf("%q is not a directory", s)
 	}
 	return s, err
+}
+
+// readable reports whether the file named s can be opened.
+func readable(s string) bool {
+	f, err := os.Open(s)
+	if err == nil {
+		_ = f.Close()
+	}
+	return err == nil
 }
 
 // stat stats a path the configuration names; offline, it returns nil: the
