@@ -86,11 +86,25 @@ var (
 // per entry kind, each option (a `key` outside parentheses) with its
 // default (the first `"value"` in the parentheses right after it, else "").
 func readmeTable(readme string) (map[[2]string]map[string]string, error) {
+	rows, err := readmeRows(readme)
+	if err != nil {
+		return nil, err
+	}
+	out := map[[2]string]map[string]string{}
+	for k, cells := range rows {
+		out[k] = readmeOptions(strings.TrimSpace(cells[3]))
+	}
+	return out, nil
+}
+
+// readmeRows reads the configuration table's rows: per entry kind, its
+// four cells.
+func readmeRows(readme string) (map[[2]string][]string, error) {
 	start := strings.Index(readme, "| entry (`type` / `provider`) |")
 	if start < 0 {
 		return nil, errors.New("README: no configuration table")
 	}
-	out := map[[2]string]map[string]string{}
+	out := map[[2]string][]string{}
 	lines := strings.Split(readme[start:], "\n")
 	for _, line := range lines[2:] {
 		if !strings.HasPrefix(line, "|") {
@@ -100,12 +114,73 @@ func readmeTable(readme string) (map[[2]string]map[string]string, error) {
 		if len(cells) != 4 {
 			return nil, fmt.Errorf("README: row without 4 cells: %s", line)
 		}
-		opts := readmeOptions(strings.TrimSpace(cells[3]))
 		for _, m := range kindCell.FindAllStringSubmatch(cells[0], -1) {
-			out[[2]string{m[1], m[2]}] = opts
+			out[[2]string{m[1], m[2]}] = cells
 		}
 	}
 	return out, nil
+}
+
+// TestREADMEAddressAndAuth: the table's address and auth.method cells
+// say what the specs do: "none" for a kind without an address, "ignored"
+// for one that ignores it, "required" otherwise; every auth method with
+// its secret's keys, in order.
+func TestREADMEAddressAndAuth(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows, err := readmeRows(string(readme))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range Specs() {
+		cells, ok := rows[[2]string{s.Type, s.Provider}]
+		if !ok {
+			continue // TestREADMEConfigurationTable reports it
+		}
+		kind := s.Type + "/" + s.Provider
+		address := strings.TrimSpace(cells[1])
+		switch {
+		case s.Address.Ignored:
+			if address != "ignored" {
+				t.Errorf("README row %s: address %q, want \"ignored\"", kind, address)
+			}
+		case s.Address.Hint == "":
+			if address != "none" {
+				t.Errorf("README row %s: address %q, want \"none\"", kind, address)
+			}
+		case !strings.Contains(address, "(required"):
+			t.Errorf("README row %s: address %q does not say it is required", kind, address)
+		}
+		want := map[string][]string{}
+		for _, m := range s.Auth {
+			want[m.Name] = m.Keys
+		}
+		if got := readmeAuth(strings.TrimSpace(cells[2])); !reflect.DeepEqual(got, want) {
+			t.Errorf("README row %s: auth methods (secret keys)\n got %v\nwant %v (the spec's)", kind, got, want)
+		}
+	}
+}
+
+// readmeAuth reads an auth.method cell: "none", or `method` (`key`, ...)
+// joined with "or".
+func readmeAuth(cell string) map[string][]string {
+	if cell == "none" {
+		return map[string][]string{"none": nil}
+	}
+	out := map[string][]string{}
+	for _, part := range strings.Split(cell, " or ") {
+		name, keys, _ := strings.Cut(part, "(")
+		var ks []string
+		for _, k := range strings.Split(keys, ",") {
+			if k = strings.Trim(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(k), ")")), "`"); k != "" {
+				ks = append(ks, k)
+			}
+		}
+		out[strings.Trim(strings.TrimSpace(name), "`")] = ks
+	}
+	return out
 }
 
 func readmeOptions(cell string) map[string]string {
