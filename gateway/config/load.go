@@ -587,11 +587,15 @@ func (e *entryCtx) auth(methods []AuthMethod, settings any) {
 	got := map[string]string{}
 	for _, k := range want {
 		s, present := e.secret[k]
-		if !present || s == "" {
+		switch {
+		case present && s != "":
+			got[k] = s
+		case !methods[i].ExactlyOne:
 			e.problem("auth.secret."+k, "required for auth.method %q", method)
-			continue
 		}
-		got[k] = s
+	}
+	if methods[i].ExactlyOne && len(got) != 1 {
+		e.problem("auth.secret", "auth.method %q takes exactly one of %s", method, strings.Join(want, ", "))
 	}
 	for k := range e.secret {
 		if !slices.Contains(want, k) {

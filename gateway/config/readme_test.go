@@ -163,22 +163,34 @@ func TestREADMEAddressAndAuth(t *testing.T) {
 	}
 }
 
-// readmeAuth reads an auth.method cell: "none", or `method` (`key`, ...)
-// joined with "or".
+// readmeAuth reads an auth.method cell: "none", or each `method` with
+// the `keys` in the parentheses after it.
 func readmeAuth(cell string) map[string][]string {
 	if cell == "none" {
 		return map[string][]string{"none": nil}
 	}
 	out := map[string][]string{}
-	for _, part := range strings.Split(cell, " or ") {
-		name, keys, _ := strings.Cut(part, "(")
-		var ks []string
-		for _, k := range strings.Split(keys, ",") {
-			if k = strings.Trim(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(k), ")")), "`"); k != "" {
-				ks = append(ks, k)
+	depth, last := 0, ""
+	for i := 0; i < len(cell); i++ {
+		switch c := cell[i]; c {
+		case '(':
+			depth++
+		case ')':
+			depth--
+		case '`':
+			end := strings.IndexByte(cell[i+1:], '`')
+			if end < 0 {
+				return out
+			}
+			name := cell[i+1 : i+1+end]
+			i += end + 1
+			if depth == 0 {
+				last = name
+				out[name] = nil
+			} else if last != "" {
+				out[last] = append(out[last], name)
 			}
 		}
-		out[strings.Trim(strings.TrimSpace(name), "`")] = ks
 	}
 	return out
 }

@@ -2,11 +2,13 @@ package config
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/url"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -99,7 +101,9 @@ func URLAddress(hint, path string) AddressRule {
 type AuthMethod struct {
 	Name string
 	Keys []string
-	set  func(settings any, secret map[string]string)
+	// ExactlyOne: the secret has exactly one of Keys, not all of them.
+	ExactlyOne bool
+	set        func(settings any, secret map[string]string)
 }
 
 // NoAuth is auth.method "none"; with it the entry may leave auth out.
@@ -109,6 +113,14 @@ var NoAuth = AuthMethod{Name: "none"}
 // the settings S.
 func Auth[S any](name string, set func(s *S, secret map[string]string), keys ...string) AuthMethod {
 	return AuthMethod{Name: name, Keys: keys, set: func(st any, secret map[string]string) { set(st.(*S), secret) }}
+}
+
+// AuthOneOf declares an auth method whose secret has exactly one of keys
+// (a token, or the file holding it); set records it in the settings S.
+func AuthOneOf[S any](name string, set func(s *S, secret map[string]string), keys ...string) AuthMethod {
+	m := Auth(name, set, keys...)
+	m.ExactlyOne = true
+	return m
 }
 
 // Option is one key of an entry's "options".
@@ -176,6 +188,25 @@ func File[S any](key, doc string, field func(*S) *string) Option {
 		}
 		_, err := stat(s, offline, "read")
 		return err
+	}}
+}
+
+// CAFile is a PEM bundle of certificates to trust: it must be readable and
+// hold one (unless the check is offline); empty when absent.
+func CAFile[S any](key, doc string, field func(*S) *string) Option {
+	return Option{Key: key, Doc: doc, set: func(st any, s string, offline bool) error {
+		*field(st.(*S)) = s
+		if s == "" || offline {
+			return nil
+		}
+		pem, err := os.ReadFile(s)
+		if err != nil {
+			return fmt.Errorf("cannot read %q: %v", s, errors.Unwrap(err))
+		}
+		if !x509.NewCertPool().AppendCertsFromPEM(pem) {
+			return fmt.Errorf("%s holds no PEM certificate", s)
+		}
+		return nil
 	}}
 }
 

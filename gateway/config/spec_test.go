@@ -118,3 +118,34 @@ func writeCert(t *testing.T, certFile, keyFile string) {
 		}
 	}
 }
+
+// TestAuthExactlyOne: a method whose secret is one of its keys (a token or
+// the file holding it) takes one, and refuses none or both.
+func TestAuthExactlyOne(t *testing.T) {
+	type token struct{ token, file string }
+	method := AuthOneOf("bearer_token", func(s *token, k map[string]string) { s.token, s.file = k["token"], k["token_file"] }, "token", "token_file")
+	for name, tc := range map[string]struct {
+		secret map[string]string
+		want   string // the problem; "" for none
+	}{
+		"token":   {map[string]string{"token": "t"}, ""},
+		"file":    {map[string]string{"token_file": "/f"}, ""},
+		"neither": {map[string]string{}, `auth.secret: auth.method "bearer_token" takes exactly one of token, token_file`},
+		"both":    {map[string]string{"token": "t", "token_file": "/f"}, `auth.secret: auth.method "bearer_token" takes exactly one of token, token_file`},
+		"other":   {map[string]string{"token": "t", "user": "u"}, "auth.secret.user: unknown field (allowed: token, token_file)"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			e := &entryCtx{v: &validator{file: "f"}, typ: TypeProcessor, provider: "p", method: "bearer_token", secret: tc.secret}
+			var s token
+			e.auth([]AuthMethod{NoAuth, method}, &s)
+			switch {
+			case tc.want == "" && len(e.v.problems) > 0:
+				t.Errorf("problems: %v", e.v.problems)
+			case tc.want == "" && s != (token{tc.secret["token"], tc.secret["token_file"]}):
+				t.Errorf("settings %+v", s)
+			case tc.want != "" && (len(e.v.problems) != 1 || !strings.HasSuffix(e.v.problems[0].Error(), tc.want)):
+				t.Errorf("problems %v, want %q", e.v.problems, tc.want)
+			}
+		})
+	}
+}

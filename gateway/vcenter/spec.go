@@ -2,7 +2,6 @@ package vcenter
 
 import (
 	"fmt"
-	"os"
 	"strconv"
 
 	"github.com/vmware-samples/vmware-event-router/gateway/config"
@@ -17,23 +16,9 @@ var Spec = &config.Spec{
 	}, "username", "password")},
 	Options: []config.Option{
 		config.Bool("insecure", "false", "skip TLS verification", func(s *config.VCenter) *bool { return &s.Insecure }),
-		config.File("ca_file", "a PEM bundle to trust in addition to the system roots", func(s *config.VCenter) *string { return &s.CAFile }),
+		config.CAFile("ca_file", "a PEM bundle to trust in addition to the system roots", func(s *config.VCenter) *string { return &s.CAFile }),
 	},
 	New: func(e config.Entry) any { return &config.VCenter{Name: e.Name, Address: e.Address} },
-	Check: func(st any, c *config.Checker) {
-		// The daemon reads the bundle at start; a readable file without a
-		// certificate is refused here too (an unreadable one already is).
-		s := st.(*config.VCenter)
-		if s.CAFile == "" || c.Offline {
-			return
-		}
-		if _, err := os.Stat(s.CAFile); err != nil {
-			return
-		}
-		if _, err := loadCAFile(s.CAFile); err != nil {
-			c.Problem("options.ca_file", "%v", err)
-		}
-	},
 	BuildStream: func(st any, env config.Env) (config.Source, error) {
 		c := st.(*config.VCenter)
 		return named(c.Name)(New(*c, env.Log, env.Metrics))
