@@ -4,6 +4,10 @@
 // Decoding is strict and complete: every problem of a file is reported at
 // once, each with the file, the entry index, its type/provider and the field
 // path, and no input makes the loader panic (see FuzzLoad).
+//
+// Each entry kind is declared once, by a Spec (spec.go): the filter, metrics
+// and state kinds here, the stream and processor kinds in their providers'
+// packages, registered by package providers.
 package config
 
 import (
