@@ -42,7 +42,7 @@ var SimSpec = &config.Spec{
 
 func parseRate(s string) (float64, error) {
 	r, err := strconv.ParseFloat(s, 64)
-	if err != nil || r <= 0 || r > 10000 {
+	if err != nil || !(r > 0 && r <= 10000) { // NaN too
 		return r, fmt.Errorf("must be a number of events per second between 0 and 10000, got %q", s)
 	}
 	return r, nil
