@@ -24,6 +24,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/vmware-samples/vmware-event-router/gateway/config"
+	_ "github.com/vmware-samples/vmware-event-router/gateway/providers" // the stream and processor kinds the loader knows
 )
 
 // The names the README, the spec's kubectl steps and the Dockerfile use.

@@ -16,12 +16,9 @@ import (
 	"github.com/vmware-samples/vmware-event-router/gateway/checkpoint"
 	"github.com/vmware-samples/vmware-event-router/gateway/config"
 	"github.com/vmware-samples/vmware-event-router/gateway/deadletter"
-	"github.com/vmware-samples/vmware-event-router/gateway/eventbridge"
 	"github.com/vmware-samples/vmware-event-router/gateway/metrics"
-	"github.com/vmware-samples/vmware-event-router/gateway/openfaas"
 	"github.com/vmware-samples/vmware-event-router/gateway/pattern"
-	"github.com/vmware-samples/vmware-event-router/gateway/stdout"
-	"github.com/vmware-samples/vmware-event-router/gateway/vcenter"
+	_ "github.com/vmware-samples/vmware-event-router/gateway/providers" // every stream and processor kind
 	"github.com/vmware-samples/vmware-event-router/wasm"
 )
 
@@ -140,34 +137,19 @@ func newProc(ctx context.Context, cfg *config.Config, pc config.Processor, m *me
 	if len(pc.Streams) > 0 {
 		stream = pc.Streams[0]
 	}
-	disp := gateway.DispatcherOptions{ProcessorName: pc.Name, Stream: stream, Log: log, Metrics: m, Finished: finished, Gauges: gauges}
-	pr := &proc{cfg: pc}
-	switch {
-	case pc.OpenFaaS != nil:
-		c := pc.OpenFaaS
-		processor, err := openfaas.New(*c, log, m)
-		if err != nil {
-			return nil, err
-		}
-		pr.processor = processor
-		disp.StatsName, disp.Concurrency, disp.QueueSize, disp.RetryLimit = c.Address, c.Concurrency, c.QueueSize, c.RetryLimit
-	case pc.EventBridge != nil:
-		c := pc.EventBridge
-		processor, err := eventbridge.New(ctx, *c, log, m)
-		if err != nil {
-			return nil, err
-		}
-		pr.processor = processor
-		disp.StatsName, disp.QueueSize, disp.RetryLimit = c.RuleARN, c.QueueSize, c.RetryLimit
-	default:
-		pr.processor = stdout.New(out)
-		disp.StatsName = "stdout"
+	// The kind's build decides the processor and its dispatcher's address,
+	// concurrency, queue and retries; the rest is the daemon's.
+	disp, err := pc.Spec.BuildProcessor(ctx, pc.Settings, config.Env{Log: log, Metrics: m, Out: out})
+	if err != nil {
+		return nil, err
 	}
-	pr.processor = pattern.Decorate(pr.processor, pc.Pattern) // the routing filter and the dispatcher both ask it
-	disp.Processor = pr.processor
+	disp.ProcessorName, disp.Stream, disp.Log, disp.Metrics, disp.Finished, disp.Gauges = pc.Name, stream, log, m, finished, gauges
+	// The routing filter and the dispatcher both ask the decorated processor.
+	disp.Processor = pattern.Decorate(disp.Processor, pc.Pattern)
 	if sink != nil {
 		disp.Sink = sink
 	}
+	pr := &proc{cfg: pc, processor: disp.Processor}
 	pr.disp = gateway.NewDispatcher(disp)
 	return pr, nil
 }
@@ -220,18 +202,11 @@ func newDaemon(ctx context.Context, cfg *config.Config, out io.Writer, log *slog
 	// N streams x M processors: each stream has its router, which hands
 	// its events to the processors taking it, and its keeper.
 	for _, sc := range cfg.Streams {
-		var vs *vcenter.Stream
-		switch {
-		case sc.VCSim != nil:
-			vs, err = vcenter.NewSimulated(*sc.VCSim, log, d.m)
-		default:
-			vs, err = vcenter.New(*sc.VCenter, log, d.m)
-		}
+		vs, err := sc.Spec.BuildStream(sc.Settings, config.Env{Log: log, Metrics: d.m, Out: out})
 		if err != nil {
 			return nil, fmt.Errorf("stream %s: %w", sc.Name, err)
 		}
 		d.closers = append(d.closers, func() { _ = vs.Close() })
-		vs.SetName(sc.Name)
 		sp := &streamPart{name: sc.Name, stream: vs}
 		var cps []checkpoint.Processor
 		for _, rt := range routes {

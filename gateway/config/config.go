@@ -4,6 +4,10 @@
 // Decoding is strict and complete: every problem of a file is reported at
 // once, each with the file, the entry index, its type/provider and the field
 // path, and no input makes the loader panic (see FuzzLoad).
+//
+// Each entry kind is declared once, by a Spec (spec.go): the filter, metrics
+// and state kinds here, the stream and processor kinds in their providers'
+// packages, registered by package providers.
 package config
 
 import (
@@ -25,16 +29,6 @@ type Config struct {
 	Streams    []Stream
 	Processors []Processor
 
-	// The first stream entry: VCenter or VCSim (the spec's one-of-each
-	// configs have exactly one).
-	VCenter *VCenter
-	VCSim   *VCSim
-
-	// The first processor entry: OpenFaaS, EventBridge or Stdout.
-	OpenFaaS    *OpenFaaS
-	EventBridge *EventBridge
-	Stdout      *Stdout
-
 	// Filters are the user's WebAssembly filters, in the order they run.
 	Filters []WasmFilter
 
@@ -47,41 +41,50 @@ type Config struct {
 	Pattern *pattern.Pattern
 }
 
-// Stream is one stream entry: exactly one of VCenter and VCSim is set.
+// Stream is one stream entry.
 type Stream struct {
-	Name    string // its "name", by default its provider name
-	VCenter *VCenter
-	VCSim   *VCSim
+	Name     string // its "name", by default its provider name
+	Spec     *Spec  // its kind
+	Settings any    // what Spec.New returned, filled in: *VCenter, *VCSim, ...
 }
 
 // Provider returns the stream's provider name.
-func (s Stream) Provider() string {
-	if s.VCSim != nil {
-		return ProviderVCSim
-	}
-	return ProviderVCenter
-}
+func (s Stream) Provider() string { return s.Spec.Provider }
 
-// Processor is one processor entry: exactly one of OpenFaaS, EventBridge
-// and Stdout is set.
+// VCenter returns the settings of a vmware_vcenter stream; nil for another
+// kind.
+func (s Stream) VCenter() *VCenter { return settingsAs[VCenter](s.Settings) }
+
+// VCSim returns the settings of a vcsim stream; nil for another kind.
+func (s Stream) VCSim() *VCSim { return settingsAs[VCSim](s.Settings) }
+
+// Processor is one processor entry.
 type Processor struct {
-	Name        string // its "name", by default its provider name
-	OpenFaaS    *OpenFaaS
-	EventBridge *EventBridge
-	Stdout      *Stdout
-	Pattern     *pattern.Pattern // the "pattern" option; nil without one
-	Streams     []string         // the "streams" option; empty: every stream
+	Name     string           // its "name", by default its provider name
+	Spec     *Spec            // its kind
+	Settings any              // what Spec.New returned, filled in: *OpenFaaS, *EventBridge, ...
+	Pattern  *pattern.Pattern // the "pattern" option; nil without one
+	Streams  []string         // the "streams" option; empty: every stream
 }
 
 // Provider returns the processor's provider name.
-func (p Processor) Provider() string {
-	switch {
-	case p.OpenFaaS != nil:
-		return ProviderOpenFaaS
-	case p.EventBridge != nil:
-		return ProviderEventBridge
-	}
-	return ProviderStdout
+func (p Processor) Provider() string { return p.Spec.Provider }
+
+// OpenFaaS returns the settings of an openfaas processor; nil for another
+// kind.
+func (p Processor) OpenFaaS() *OpenFaaS { return settingsAs[OpenFaaS](p.Settings) }
+
+// EventBridge returns the settings of an aws_event_bridge processor; nil
+// for another kind.
+func (p Processor) EventBridge() *EventBridge { return settingsAs[EventBridge](p.Settings) }
+
+// Stdout returns the settings of a stdout processor; nil for another kind.
+func (p Processor) Stdout() *Stdout { return settingsAs[Stdout](p.Settings) }
+
+// settingsAs returns settings as a *T; nil when they are another kind's.
+func settingsAs[T any](settings any) *T {
+	s, _ := settings.(*T)
+	return s
 }
 
 // StreamName returns the first stream entry's name.
@@ -98,14 +101,14 @@ func (c *Config) ProcessorProvider() string { return c.firstProcessor().Provider
 
 func (c *Config) firstStream() Stream {
 	if len(c.Streams) == 0 {
-		return Stream{Name: ProviderVCenter}
+		return Stream{Name: ProviderVCenter, Spec: &Spec{Type: TypeStream, Provider: ProviderVCenter}}
 	}
 	return c.Streams[0]
 }
 
 func (c *Config) firstProcessor() Processor {
 	if len(c.Processors) == 0 {
-		return Processor{Name: ProviderStdout}
+		return Processor{Name: ProviderStdout, Spec: &Spec{Type: TypeProcessor, Provider: ProviderStdout}}
 	}
 	return c.Processors[0]
 }

@@ -28,24 +28,24 @@ func TestSpecExamplesLoad(t *testing.T) {
 			if err != nil {
 				t.Fatalf("spec example must load: %v", err)
 			}
-			if cfg.VCenter == nil || cfg.VCenter.Address != "https://10.0.0.1:443/sdk" || !cfg.VCenter.Insecure ||
-				cfg.VCenter.Username != "administrator@vsphere.local" || cfg.VCenter.Password.Reveal() != "REPLACE_ME" {
-				t.Errorf("vcenter entry: %+v", cfg.VCenter)
+			if cfg.Streams[0].VCenter() == nil || cfg.Streams[0].VCenter().Address != "https://10.0.0.1:443/sdk" || !cfg.Streams[0].VCenter().Insecure ||
+				cfg.Streams[0].VCenter().Username != "administrator@vsphere.local" || cfg.Streams[0].VCenter().Password.Reveal() != "REPLACE_ME" {
+				t.Errorf("vcenter entry: %+v", cfg.Streams[0].VCenter())
 			}
 			if cfg.Metrics.Address != "0.0.0.0:8080" {
 				t.Errorf("metrics address %q", cfg.Metrics.Address)
 			}
 			switch {
-			case cfg.OpenFaaS != nil:
-				o := cfg.OpenFaaS
-				want := OpenFaaS{Name: "openfaas", Address: "http://gateway.openfaas:8080", Username: "admin", Password: "REPLACE_ME",
+			case cfg.Processors[0].OpenFaaS() != nil:
+				o := cfg.Processors[0].OpenFaaS()
+				want := OpenFaaS{Name: ProviderOpenFaaS, Address: "http://gateway.openfaas:8080", Username: "admin", Password: "REPLACE_ME",
 					RefreshInterval: 10 * time.Second, Concurrency: 64, Timeout: 30 * time.Second, RetryLimit: 20, QueueSize: 10000, ContentMode: ContentModeJSON}
 				if *o != want {
 					t.Errorf("openfaas entry:\n got %#v\nwant %#v", *o, want)
 				}
-			case cfg.EventBridge != nil:
-				e := cfg.EventBridge
-				want := EventBridge{Name: "aws_event_bridge", AccessKeyID: "ABCDEFGHIJK", SecretAccessKey: "ZYXWVUTSRQPO", Region: "eu-central-1",
+			case cfg.Processors[0].EventBridge() != nil:
+				e := cfg.Processors[0].EventBridge()
+				want := EventBridge{Name: ProviderEventBridge, AccessKeyID: "ABCDEFGHIJK", SecretAccessKey: "ZYXWVUTSRQPO", Region: "eu-central-1",
 					EventBus: "default", RuleARN: "arn:aws:events:eu-central-1:1234567890:rule/vmware-event-router",
 					ResyncInterval: 5 * time.Minute, BatchLinger: 10 * time.Millisecond, RetryLimit: 20, QueueSize: 10000}
 				if *e != want {
@@ -280,7 +280,7 @@ func TestParseOffline(t *testing.T) {
 	if err != nil {
 		t.Fatalf("ParseOffline: %v", err)
 	}
-	if cfg.State.Dir != "/var/lib/vmware-event-router" || len(cfg.Filters) != 1 || cfg.VCenter.CAFile == "" {
+	if cfg.State.Dir != "/var/lib/vmware-event-router" || len(cfg.Filters) != 1 || cfg.Streams[0].VCenter().CAFile == "" {
 		t.Errorf("offline config: %+v", cfg)
 	}
 	es[1]["auth"] = map[string]any{"method": "basic"}
@@ -440,22 +440,22 @@ func TestSeveralStreamsAndProcessors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(cfg.Streams) != 2 || cfg.Streams[0].Name != "lab" || cfg.Streams[0].VCSim == nil ||
-		cfg.Streams[1].Name != "prod" || cfg.Streams[1].VCenter == nil || cfg.Streams[1].Provider() != ProviderVCenter {
+	if len(cfg.Streams) != 2 || cfg.Streams[0].Name != "lab" || cfg.Streams[0].VCSim() == nil ||
+		cfg.Streams[1].Name != "prod" || cfg.Streams[1].VCenter() == nil || cfg.Streams[1].Provider() != ProviderVCenter {
 		t.Errorf("streams %+v", cfg.Streams)
 	}
 	if len(cfg.Processors) != 2 {
 		t.Fatalf("processors %+v", cfg.Processors)
 	}
 	a, b := cfg.Processors[0], cfg.Processors[1]
-	if a.Name != "lab-only" || a.Stdout == nil || !reflect.DeepEqual(a.Streams, []string{"lab"}) || a.Pattern != nil {
+	if a.Name != "lab-only" || a.Stdout() == nil || !reflect.DeepEqual(a.Streams, []string{"lab"}) || a.Pattern != nil {
 		t.Errorf("first processor %+v", a)
 	}
-	if b.Name != "openfaas" || b.OpenFaaS == nil || b.Streams != nil || b.Pattern == nil {
+	if b.Name != "openfaas" || b.OpenFaaS() == nil || b.Streams != nil || b.Pattern == nil {
 		t.Errorf("second processor %+v", b)
 	}
-	// The first-entry fields are the first entries'.
-	if cfg.VCSim == nil || cfg.VCenter != nil || cfg.Stdout == nil || cfg.OpenFaaS != nil || cfg.Pattern != nil || cfg.StreamName() != "lab" {
+	// The first-entry accessors are the first entries'.
+	if cfg.Pattern != nil || cfg.StreamName() != "lab" || cfg.ProcessorName() != "lab-only" || cfg.ProcessorProvider() != ProviderStdout {
 		t.Errorf("first-entry fields: %+v", cfg)
 	}
 }

@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
-	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -15,12 +13,9 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/spf13/viper"
 	"go.yaml.in/yaml/v3"
-
-	"github.com/vmware-samples/vmware-event-router/gateway/pattern"
 )
 
 // Problem is one thing wrong with a configuration file.
@@ -360,8 +355,7 @@ type entryCtx struct {
 	method   string
 	secret   map[string]string
 	options  map[string]string
-	used     map[string]bool   // options read by the schema
-	defaults map[string]string // when set, every option read with its default: see kindOptions
+	badValue map[string]bool // options already reported as not strings
 }
 
 func (e *entryCtx) problem(field, format string, args ...any) {
@@ -371,28 +365,28 @@ func (e *entryCtx) problem(field, format string, args ...any) {
 	})
 }
 
+// problems reports err on field: each of an errors.Join on its own.
+func (e *entryCtx) problems(field string, err error) {
+	if err == nil {
+		return
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		for _, err := range j.Unwrap() {
+			e.problems(field, err)
+		}
+		return
+	}
+	e.problem(field, "%s", err.Error())
+}
+
 func (v *validator) fileProblem(format string, args ...any) {
 	v.problems = append(v.problems, Problem{File: v.file, Index: -1, Msg: fmt.Sprintf(format, args...)})
 }
 
-// kinds is the closed registry of entries: (type, provider) to the function
-// that validates and records one.
-var kinds = map[[2]string]func(*entryCtx){
-	{TypeStream, ProviderVCenter}:        vcenterEntry,
-	{TypeStream, ProviderVCSim}:          vcsimEntry,
-	{TypeProcessor, ProviderOpenFaaS}:    openfaasEntry,
-	{TypeProcessor, ProviderEventBridge}: eventbridgeEntry,
-	{TypeProcessor, ProviderStdout}:      stdoutEntry,
-	{TypeFilter, ProviderWasm}:           wasmEntry,
-	{TypeMetrics, ProviderInternal}:      metricsEntry,
-	{TypeInternal, ProviderMetrics}:      metricsEntry,
-	{TypeInternal, ProviderState}:        stateEntry,
-}
-
 func knownKinds() string {
 	var names []string
-	for k := range kinds {
-		names = append(names, k[0]+"/"+k[1])
+	for _, s := range Specs() {
+		names = append(names, s.Type+"/"+s.Provider)
 	}
 	sort.Strings(names)
 	return strings.Join(names, ", ")
@@ -428,7 +422,7 @@ func (v *validator) entries(entries []any) {
 		if e.typ == "" || e.provider == "" {
 			continue
 		}
-		check, ok := kinds[[2]string{e.typ, e.provider}]
+		spec, ok := registry[[2]string{e.typ, e.provider}]
 		if !ok {
 			e.problem("", "unknown entry kind %s/%s (known: %s)", e.typ, e.provider, knownKinds())
 			continue
@@ -452,12 +446,7 @@ func (v *validator) entries(entries []any) {
 				named[e.name] = namedEntry{e.typ, where}
 			}
 		}
-		readEntry(e, check)
-		for k := range e.options {
-			if !e.used[k] {
-				e.problem("options."+k, "unknown option for %s/%s%s", e.typ, e.provider, e.knownOptions())
-			}
-		}
+		e.read(spec)
 	}
 	if len(streams) == 0 {
 		v.fileProblem(`no stream entry: at least one is required, e.g. {"type": "stream", "provider": "vmware_vcenter", ...}`)
@@ -485,63 +474,69 @@ func (v *validator) entries(entries []any) {
 	}
 }
 
-// readEntry reads the options of e's kind, check's and those every entry of
-// its type shares.
-func readEntry(e *entryCtx, check func(*entryCtx)) {
+// read reads the entry as its spec says: address, auth, every option (the
+// kind's, then those its type shares), the spec's checks; then records it.
+func (e *entryCtx) read(spec *Spec) {
+	addr := e.address
+	switch rule := spec.Address; {
+	case rule.Ignored:
+	case rule.Hint == "":
+		if addr != "" {
+			e.problem("address", "not used by %s/%s: remove it", e.typ, e.provider)
+		}
+	case addr == "":
+		e.problem("address", "required field is missing (%s)", rule.Hint)
+	case rule.Check != nil:
+		var err error
+		addr, err = rule.Check(addr, e.v.offline)
+		e.problems("address", err)
+	}
+	settings := spec.New(Entry{Index: e.index, Name: e.name, Address: addr})
+	e.auth(spec.Auth, settings)
+	known := map[string]bool{}
+	readOptions := func(target any, options []Option) {
+		for _, o := range options {
+			known[o.Key] = true
+			v, set := e.options[o.Key]
+			if !set {
+				v = o.Default
+			}
+			if !e.badValue[o.Key] {
+				e.problems("options."+o.Key, o.set(target, v, e.v.offline))
+			}
+		}
+	}
+	readOptions(settings, spec.Options)
 	cfg := e.v.cfg
 	switch e.typ {
 	case TypeStream:
-		// The kind's function sets cfg's first-entry field; it is moved
-		// into the entry and the first entry's put back.
-		vc, sim := cfg.VCenter, cfg.VCSim
-		cfg.VCenter, cfg.VCSim = nil, nil
-		check(e)
-		if cfg.VCenter != nil {
-			cfg.VCenter.Name = e.name
-		}
-		if cfg.VCSim != nil {
-			cfg.VCSim.Name = e.name
-		}
-		cfg.Streams = append(cfg.Streams, Stream{Name: e.name, VCenter: cfg.VCenter, VCSim: cfg.VCSim})
-		if len(cfg.Streams) > 1 {
-			cfg.VCenter, cfg.VCSim = vc, sim
-		}
+		cfg.Streams = append(cfg.Streams, Stream{Name: e.name, Spec: spec, Settings: settings})
 	case TypeProcessor:
-		of, eb, so := cfg.OpenFaaS, cfg.EventBridge, cfg.Stdout
-		cfg.OpenFaaS, cfg.EventBridge, cfg.Stdout = nil, nil, nil
-		check(e)
-		p := Processor{Name: e.name, OpenFaaS: cfg.OpenFaaS, EventBridge: cfg.EventBridge, Stdout: cfg.Stdout}
-		if raw := e.option("pattern", ""); raw != "" {
-			pat, err := pattern.Compile(raw)
-			if err != nil {
-				e.problem("options.pattern", "%v", err)
-			}
-			p.Pattern = pat
-		}
-		if raw := e.option("streams", ""); raw != "" {
-			for _, name := range strings.Split(raw, ",") {
-				name = strings.TrimSpace(name)
-				switch {
-				case name == "":
-					e.problem("options.streams", "an empty stream name in %q (comma-separated stream entry names)", raw)
-				case slices.Contains(p.Streams, name):
-					e.problem("options.streams", "%q is named twice", name)
-				default:
-					p.Streams = append(p.Streams, name)
-				}
-			}
-			if len(p.Streams) > 0 {
-				e.v.procStreams = append(e.v.procStreams, procStreams{e, p.Streams})
-			}
+		p := Processor{Name: e.name, Spec: spec, Settings: settings}
+		readOptions(&p, processorOptions)
+		if len(p.Streams) > 0 {
+			e.v.procStreams = append(e.v.procStreams, procStreams{e, p.Streams})
 		}
 		cfg.Processors = append(cfg.Processors, p)
 		if len(cfg.Processors) == 1 {
 			cfg.Pattern = p.Pattern
-		} else {
-			cfg.OpenFaaS, cfg.EventBridge, cfg.Stdout = of, eb, so
 		}
-	default:
-		check(e)
+	case TypeFilter:
+		cfg.Filters = append(cfg.Filters, *settings.(*WasmFilter))
+	case TypeMetrics, TypeInternal:
+		if s, ok := settings.(*State); ok {
+			cfg.State = s
+		} else {
+			cfg.Metrics = *settings.(*Metrics)
+		}
+	}
+	if spec.Check != nil {
+		spec.Check(settings, &Checker{Offline: e.v.offline, e: e})
+	}
+	for k := range e.options {
+		if !known[k] {
+			e.problem("options."+k, "unknown option for %s/%s%s", e.typ, e.provider, knownList(known))
+		}
 	}
 }
 
@@ -552,23 +547,68 @@ type procStreams struct {
 	names []string
 }
 
-// kindOptions returns, per entry kind, every option it takes with its
-// default ("" for none), read from the loader itself: an empty entry of
-// each kind is validated and the options it asks for are recorded. So the
-// documentation's tables are checked against the code that applies the
-// defaults, not against a second list.
-func kindOptions() map[[2]string]map[string]string {
-	out := map[[2]string]map[string]string{}
-	for k, check := range kinds {
-		e := &entryCtx{
-			v:   &validator{offline: true, cfg: &Config{}},
-			typ: k[0], provider: k[1], name: k[1], raw: map[string]any{},
-			options: map[string]string{}, used: map[string]bool{}, defaults: map[string]string{},
-		}
-		readEntry(e, check)
-		out[k] = e.defaults
+// knownList lists the options an entry's kind takes, for messages.
+func knownList(known map[string]bool) string {
+	if len(known) == 0 {
+		return " (it takes no options)"
 	}
-	return out
+	keys := make([]string, 0, len(known))
+	for k := range known {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return " (known: " + strings.Join(keys, ", ") + ")"
+}
+
+// auth checks auth.method is one of methods and records the secret's keys
+// in settings. With a "none" method the entry may omit auth.
+func (e *entryCtx) auth(methods []AuthMethod, settings any) {
+	names := make([]string, len(methods))
+	optional := false
+	for i, m := range methods {
+		names[i] = m.Name
+		optional = optional || m.Name == NoAuth.Name
+	}
+	method := e.method
+	if method == "" {
+		if !optional {
+			e.problem("auth.method", "required field is missing (must be %s)", quoteList(names))
+		} else if len(e.secret) > 0 {
+			e.problem("auth.method", "required with auth.secret (must be %s)", quoteList(names))
+		}
+		return
+	}
+	i := slices.Index(names, method)
+	if i < 0 {
+		e.problem("auth.method", "must be %s, got %q", quoteList(names), method)
+		return
+	}
+	want := methods[i].Keys
+	got := map[string]string{}
+	for _, k := range want {
+		s, present := e.secret[k]
+		switch {
+		case present && s != "":
+			got[k] = s
+		case !methods[i].ExactlyOne:
+			e.problem("auth.secret."+k, "required for auth.method %q", method)
+		}
+	}
+	if methods[i].ExactlyOne && len(got) != 1 {
+		e.problem("auth.secret", "auth.method %q takes exactly one of %s", method, strings.Join(want, ", "))
+	}
+	for k := range e.secret {
+		if !slices.Contains(want, k) {
+			if len(want) == 0 {
+				e.problem("auth.secret."+k, "unknown field: auth.method %q takes no secret", method)
+			} else {
+				e.problem("auth.secret."+k, "unknown field (allowed: %s)", strings.Join(want, ", "))
+			}
+		}
+	}
+	if methods[i].set != nil {
+		methods[i].set(settings, got)
+	}
 }
 
 // namePattern is an entry name: a DNS label's characters plus "_", so a
@@ -665,7 +705,7 @@ func jsonKindNoValue(v any) string {
 
 func (e *entryCtx) readOptions() {
 	e.options = map[string]string{}
-	e.used = map[string]bool{}
+	e.badValue = map[string]bool{}
 	raw, ok := e.raw["options"]
 	if !ok || raw == nil {
 		return
@@ -690,79 +730,14 @@ func (e *entryCtx) readOptions() {
 				hint = ` (the pattern is JSON in a string; in YAML, a block scalar: "pattern: |" and the JSON on the lines below)`
 			}
 			e.problem("options."+k, "must be a string, got %s%s", jsonKindNoValue(val), hint)
-			e.used[k] = true
+			e.badValue[k] = true
 			continue
 		}
 		e.options[k] = s
 	}
 }
 
-// knownOptions lists the options the entry's kind reads, for messages.
-func (e *entryCtx) knownOptions() string {
-	var known []string
-	for k := range e.used {
-		if _, set := e.options[k]; !set {
-			known = append(known, k)
-		}
-	}
-	for k := range e.options {
-		if e.used[k] {
-			known = append(known, k)
-		}
-	}
-	if len(known) == 0 {
-		return " (it takes no options)"
-	}
-	sort.Strings(known)
-	return " (known: " + strings.Join(known, ", ") + ")"
-}
-
-// auth checks auth.method is one of methods and returns the secret's fields.
-// An empty methods[0] means the entry may omit auth.
-func (e *entryCtx) auth(methods []string, secretKeys map[string][]string) map[string]string {
-	optional := methods[0] == ""
-	method := e.method
-	if method == "" {
-		if !optional {
-			e.problem("auth.method", "required field is missing (must be %s)", quoteList(methods))
-		} else if len(e.secret) > 0 {
-			e.problem("auth.method", "required with auth.secret (must be %s)", quoteList(methods))
-		}
-		return nil
-	}
-	if !contains(methods[boolIndex(optional):], method) {
-		e.problem("auth.method", "must be %s, got %q", quoteList(methods), method)
-		return nil
-	}
-	want := secretKeys[method]
-	got := map[string]string{}
-	for _, k := range want {
-		s, present := e.secret[k]
-		if !present || s == "" {
-			e.problem("auth.secret."+k, "required for auth.method %q", method)
-			continue
-		}
-		got[k] = s
-	}
-	for k := range e.secret {
-		if !contains(want, k) {
-			if len(want) == 0 {
-				e.problem("auth.secret."+k, "unknown field: auth.method %q takes no secret", method)
-			} else {
-				e.problem("auth.secret."+k, "unknown field (allowed: %s)", strings.Join(want, ", "))
-			}
-		}
-	}
-	return got
-}
-
-func boolIndex(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
-}
-
+// quoteList quotes items and joins them with "or".
 func quoteList(items []string) string {
 	var q []string
 	for _, s := range items {
@@ -771,74 +746,6 @@ func quoteList(items []string) string {
 		}
 	}
 	return strings.Join(q, " or ")
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
-
-// option returns the option's value or its default, and marks it known.
-func (e *entryCtx) option(key, def string) string {
-	e.used[key] = true
-	if e.defaults != nil {
-		e.defaults[key] = def
-	}
-	if s, ok := e.options[key]; ok {
-		return s
-	}
-	return def
-}
-
-func (e *entryCtx) boolOption(key, def string) bool {
-	s := e.option(key, def)
-	switch s {
-	case "true":
-		return true
-	case "false":
-		return false
-	}
-	e.problem("options."+key, `must be "true" or "false", got %q`, s)
-	return false
-}
-
-func (e *entryCtx) durationOption(key, def string) time.Duration {
-	s := e.option(key, def)
-	d, err := time.ParseDuration(s)
-	if err != nil {
-		e.problem("options."+key, `must be a duration such as "250ms" or "5m", got %q`, s)
-		return 0
-	}
-	if d <= 0 {
-		e.problem("options."+key, "must be greater than zero, got %q", s)
-	}
-	return d
-}
-
-func (e *entryCtx) intOption(key, def string, min int) int {
-	s := e.option(key, def)
-	n, err := strconv.Atoi(s)
-	if err != nil {
-		e.problem("options."+key, "must be a whole number, got %q", s)
-		return 0
-	}
-	if n < min {
-		e.problem("options."+key, "must be at least %d, got %q", min, s)
-	}
-	return n
-}
-
-func (e *entryCtx) sizeOption(key, def string) int64 {
-	s := e.option(key, def)
-	n, err := ParseSize(s)
-	if err != nil {
-		e.problem("options."+key, "%v", err)
-	}
-	return n
 }
 
 // ParseSize reads a size: bytes, or a number with KiB, MiB or GiB.
@@ -858,237 +765,4 @@ func ParseSize(s string) (int64, error) {
 		return n * u.mult, nil
 	}
 	return 0, fmt.Errorf(`must be a positive size such as "16MiB", "512KiB" or "1048576", got %q`, s)
-}
-
-// urlField checks an http(s) URL; field is "address" or "options.KEY".
-func (e *entryCtx) urlField(field, s string, path string) string {
-	u, err := url.Parse(s)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		want := "an http:// or https:// URL"
-		if path != "" {
-			want = "an https://HOST[:PORT]" + path + " URL"
-		}
-		e.problem(field, "must be %s, got %q", want, s)
-		return s
-	}
-	if u.Port() != "" {
-		if p, err := strconv.Atoi(u.Port()); err != nil || p < 1 || p > 65535 {
-			e.problem(field, "has an invalid port in %q", s)
-		}
-	}
-	if u.User != nil {
-		// A URL with credentials would print them in logs and /stats.
-		e.problem(field, "must not carry credentials (user:password@); use auth.secret")
-	}
-	return s
-}
-
-func (e *entryCtx) noAddress() {
-	if e.address != "" {
-		e.problem("address", "not used by %s/%s: remove it", e.typ, e.provider)
-	}
-}
-
-func (e *entryCtx) fileOption(key string) string {
-	s := e.option(key, "")
-	if s == "" {
-		return ""
-	}
-	if e.v.offline {
-		return s
-	}
-	if _, err := os.Stat(s); err != nil {
-		e.problem("options."+key, "cannot read %q: %v", s, errors.Unwrap(err))
-	}
-	return s
-}
-
-func vcenterEntry(e *entryCtx) {
-	c := &VCenter{}
-	if e.address == "" {
-		e.problem("address", "required field is missing (the vCenter SDK URL, e.g. https://vcenter.example.com/sdk)")
-	} else {
-		c.Address = e.urlField("address", e.address, "/sdk")
-	}
-	s := e.auth([]string{"user_password"}, map[string][]string{"user_password": {"username", "password"}})
-	c.Username, c.Password = s["username"], Secret(s["password"])
-	c.Insecure = e.boolOption("insecure", "false")
-	c.CAFile = e.fileOption("ca_file")
-	e.v.cfg.VCenter = c
-}
-
-func vcsimEntry(e *entryCtx) {
-	c := &VCSim{}
-	e.auth([]string{"", "none"}, nil)
-	s := e.option("rate", "2")
-	r, err := strconv.ParseFloat(s, 64)
-	if err != nil || r <= 0 || r > 10000 {
-		e.problem("options.rate", `must be a number of events per second between 0 and 10000, got %q`, s)
-	}
-	c.Rate = r
-	e.v.cfg.VCSim = c
-}
-
-func openfaasEntry(e *entryCtx) {
-	c := &OpenFaaS{Name: e.name}
-	if e.address == "" {
-		e.problem("address", "required field is missing (the gateway URL, e.g. http://gateway.openfaas:8080)")
-	} else {
-		c.Address = strings.TrimRight(e.urlField("address", e.address, ""), "/")
-	}
-	s := e.auth([]string{"basic_auth"}, map[string][]string{"basic_auth": {"username", "password"}})
-	c.Username, c.Password = s["username"], Secret(s["password"])
-	c.Async = e.boolOption("async", "false")
-	c.RefreshInterval = e.durationOption("refresh_interval", "10s")
-	c.Concurrency = e.intOption("concurrency", "64", 1)
-	c.Timeout = e.durationOption("timeout", "30s")
-	c.RetryLimit = e.intOption("retry_limit", "20", 0)
-	c.QueueSize = e.intOption("queue_size", "10000", 1)
-	if cb := e.option("callback_url", ""); cb != "" {
-		c.CallbackURL = e.urlField("options.callback_url", cb, "")
-	}
-	switch m := ContentMode(e.option("content_mode", "json")); m {
-	case ContentModeJSON, ContentModeStructured, ContentModeBinary:
-		c.ContentMode = m
-	default:
-		e.problem("options.content_mode", `must be "json", "structured" or "binary", got %q`, string(m))
-	}
-	e.v.cfg.OpenFaaS = c
-}
-
-// What AWS accepts, checked here so that `check` refuses what the daemon
-// would: a region such as "eu-central-1" or "us-gov-west-1"; a bus name; a
-// rule ARN arn:PARTITION:events:REGION:ACCOUNT:rule/[BUS/]NAME, where a
-// partner bus name has slashes of its own.
-var (
-	regionPattern  = regexp.MustCompile(`^[a-z]{2,}(-[a-z]+)+-[0-9]+$`)
-	busPattern     = regexp.MustCompile(`^[/.\-_A-Za-z0-9]{1,256}$`)
-	ruleARNPattern = regexp.MustCompile(`^arn:[a-z-]+:events:([a-z0-9-]+):[0-9]+:rule/(?:(.+)/)?([.\-_A-Za-z0-9]{1,64})$`)
-)
-
-func eventbridgeEntry(e *entryCtx) {
-	c := &EventBridge{Name: e.name}
-	e.noAddress()
-	s := e.auth([]string{"access_key"}, map[string][]string{"access_key": {"aws_access_key_id", "aws_secret_access_key"}})
-	c.AccessKeyID, c.SecretAccessKey = s["aws_access_key_id"], Secret(s["aws_secret_access_key"])
-	c.Region = e.option("aws_region", "")
-	switch {
-	case c.Region == "":
-		e.problem("options.aws_region", `required (e.g. "eu-central-1")`)
-	case !regionPattern.MatchString(c.Region):
-		e.problem("options.aws_region", `must be an AWS region such as "eu-central-1", got %q`, c.Region)
-	}
-	c.EventBus = e.option("aws_eventbridge_event_bus", "default")
-	bus := c.EventBus
-	if i := strings.Index(bus, ":event-bus/"); strings.HasPrefix(bus, "arn:") && i >= 0 {
-		bus = bus[i+len(":event-bus/"):]
-	}
-	if !busPattern.MatchString(bus) {
-		e.problem("options.aws_eventbridge_event_bus", `must be an event bus name (letters, digits, ".", "-", "_", "/"; at most 256) or its ARN, got %q`, c.EventBus)
-	}
-	c.RuleARN = e.option("aws_eventbridge_rule_arn", "")
-	const arnField = "options.aws_eventbridge_rule_arn"
-	if c.RuleARN == "" {
-		e.problem(arnField, `required (e.g. "arn:aws:events:eu-central-1:1234567890:rule/vmware-event-router")`)
-	} else if m := ruleARNPattern.FindStringSubmatch(c.RuleARN); m == nil {
-		e.problem(arnField, `must be a rule ARN "arn:aws:events:REGION:ACCOUNT:rule/NAME" or ".../rule/BUS/NAME", got %q`, c.RuleARN)
-	} else {
-		region, ruleBus := m[1], m[2]
-		if ruleBus == "" {
-			ruleBus = "default"
-		}
-		if region != c.Region && c.Region != "" {
-			e.problem(arnField, "%q is in region %q, but options.aws_region is %q", c.RuleARN, region, c.Region)
-		}
-		if ruleBus != bus {
-			e.problem(arnField, "%q names a rule on event bus %q, but options.aws_eventbridge_event_bus is %q: the rule must be on the bus events are put on", c.RuleARN, ruleBus, c.EventBus)
-		}
-	}
-	c.ResyncInterval = e.durationOption("resync_interval", "5m")
-	if ep := e.option("endpoint", ""); ep != "" {
-		c.Endpoint = e.urlField("options.endpoint", ep, "")
-	}
-	c.BatchLinger = e.durationOption("batch_linger", "10ms")
-	c.RetryLimit = e.intOption("retry_limit", "20", 0)
-	c.QueueSize = e.intOption("queue_size", "10000", 1)
-	e.v.cfg.EventBridge = c
-}
-
-func stdoutEntry(e *entryCtx) {
-	e.noAddress()
-	e.auth([]string{"", "none"}, nil)
-	e.v.cfg.Stdout = &Stdout{}
-}
-
-func wasmEntry(e *entryCtx) {
-	c := WasmFilter{Index: e.index, Name: e.name, Address: e.address}
-	e.auth([]string{"", "none"}, nil)
-	if e.address == "" {
-		e.problem("address", "required field is missing (a .wasm or .wasm.gz file, or a directory of them)")
-	} else if e.v.offline {
-		// checked where the file system is
-	} else if fi, err := os.Stat(e.address); err != nil {
-		e.problem("address", "cannot read %q: %v", e.address, errors.Unwrap(err))
-	} else if !fi.IsDir() && !strings.HasSuffix(e.address, ".wasm") && !strings.HasSuffix(e.address, ".wasm.gz") {
-		e.problem("address", "must be a directory or a file ending in .wasm or .wasm.gz, got %q", e.address)
-	}
-	c.Timeout = e.durationOption("timeout", "100ms")
-	switch p := OnError(e.option("on_error", "pass")); p {
-	case OnErrorPass, OnErrorDrop, OnErrorDeadLetter:
-		c.OnError = p
-	default:
-		e.problem("options.on_error", `must be "pass", "drop" or "dead_letter", got %q`, string(p))
-	}
-	c.Config = e.option("config", "")
-	c.MemoryLimit = e.sizeOption("memory_limit", "16MiB")
-	if c.MemoryLimit > 0 && c.MemoryLimit < 64<<10 {
-		e.problem("options.memory_limit", "must be at least 64KiB (one WebAssembly page)")
-	}
-	if c.MemoryLimit > 4<<30 {
-		e.problem("options.memory_limit", "must be at most 4GiB (the 32-bit WebAssembly limit)")
-	}
-	c.PoolSize = e.intOption("pool_size", "2", 1)
-	e.v.cfg.Filters = append(e.v.cfg.Filters, c)
-}
-
-func metricsEntry(e *entryCtx) {
-	c := Metrics{}
-	if e.address == "" {
-		e.problem("address", `required field is missing (HOST:PORT to listen on, e.g. "0.0.0.0:8080")`)
-	} else if host, port, err := net.SplitHostPort(e.address); err != nil {
-		e.problem("address", `must be HOST:PORT (e.g. "0.0.0.0:8080"), got %q`, e.address)
-	} else if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
-		e.problem("address", "has an invalid port %q", port)
-	} else {
-		_ = host
-		c.Address = e.address
-	}
-	s := e.auth([]string{"", "none", "basic_auth"}, map[string][]string{"basic_auth": {"username", "password"}})
-	if e.method == "basic_auth" {
-		c.BasicAuth = true
-		c.Username, c.Password = s["username"], Secret(s["password"])
-	}
-	c.TLSCertFile = e.fileOption("tls_cert_file")
-	c.TLSKeyFile = e.fileOption("tls_key_file")
-	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
-		e.problem("options.tls_cert_file", "tls_cert_file and tls_key_file go together: set both or neither")
-	}
-	e.v.cfg.Metrics = c
-}
-
-func stateEntry(e *entryCtx) {
-	c := &State{Dir: e.address}
-	e.auth([]string{"", "none"}, nil)
-	if e.address == "" {
-		e.problem("address", "required field is missing (a writable directory, e.g. /var/lib/vmware-event-router)")
-	} else if e.v.offline {
-		// checked where the file system is
-	} else if fi, err := os.Stat(e.address); err != nil {
-		e.problem("address", "cannot use %q: %v", e.address, errors.Unwrap(err))
-	} else if !fi.IsDir() {
-		e.problem("address", "%q is not a directory", e.address)
-	}
-	c.ReplayWindow = e.durationOption("replay_window", "24h")
-	c.DeadLetterMaxSize = e.sizeOption("dead_letter_max_size", "100MiB")
-	e.v.cfg.State = c
 }
