@@ -958,13 +958,21 @@ var (
 	regionPattern  = regexp.MustCompile(`^[a-z]{2,}(-[a-z]+)+-[0-9]+$`)
 	busPattern     = regexp.MustCompile(`^[/.\-_A-Za-z0-9]{1,256}$`)
 	ruleARNPattern = regexp.MustCompile(`^arn:[a-z-]+:events:([a-z0-9-]+):[0-9]+:rule/(?:(.+)/)?([.\-_A-Za-z0-9]{1,64})$`)
+	// roleARNPattern is an IAM role: arn:PARTITION:iam::ACCOUNT:role/[PATH/]NAME.
+	roleARNPattern = regexp.MustCompile(`^arn:[a-z-]+:iam::[0-9]{12}:role/(?:[\x21-\x7e]+/)?[\w+=,.@-]{1,64}$`)
 )
 
 func eventbridgeEntry(e *entryCtx) {
 	c := &EventBridge{Name: e.name}
 	e.noAddress()
-	s := e.auth([]string{"access_key"}, map[string][]string{"access_key": {"aws_access_key_id", "aws_secret_access_key"}})
+	// aws_iam_role takes no secret: the SDK's default chain finds the
+	// credentials (IRSA web identity, ECS or EC2 role, environment).
+	s := e.auth([]string{AuthAccessKey, AuthIAMRole}, map[string][]string{AuthAccessKey: {"aws_access_key_id", "aws_secret_access_key"}})
+	c.Auth = e.method
 	c.AccessKeyID, c.SecretAccessKey = s["aws_access_key_id"], Secret(s["aws_secret_access_key"])
+	if c.AssumeRoleARN = e.option("aws_role_arn", ""); c.AssumeRoleARN != "" && !roleARNPattern.MatchString(c.AssumeRoleARN) {
+		e.problem("options.aws_role_arn", `must be an IAM role ARN "arn:aws:iam::ACCOUNT:role/NAME" (ACCOUNT: 12 digits), got %q`, c.AssumeRoleARN)
+	}
 	c.Region = e.option("aws_region", "")
 	switch {
 	case c.Region == "":
