@@ -106,15 +106,22 @@ func (e *credentialsError) Error() string {
 
 func (e *credentialsError) Unwrap() error { return e.err }
 
-// transient reports whether STS could not answer (no connection, a 5xx,
-// throttling, its identity provider unreachable): waited for like
-// EventBridge itself. Any other failure, STS refusing the role or token or
-// the chain finding nothing, is the configuration's.
+// transient reports whether the source did not answer in time, or STS
+// could not (no connection, a 5xx, throttling, its identity provider
+// unreachable): waited for like EventBridge itself. Any other failure, STS
+// refusing the role or token or the chain finding nothing, is the
+// configuration's.
 func (e *credentialsError) transient() bool {
+	if errors.Is(e.err, context.DeadlineExceeded) || errors.Is(e.err, context.Canceled) {
+		// The call's deadline passed while the source was asked: nothing
+		// was decided.
+		return true
+	}
 	var oe *smithy.OperationError
 	if !errors.As(e.err, &oe) || oe.Service() != sts.ServiceID {
-		// The chain's other sources are local (environment, files, ECS
-		// agent, instance metadata): when they fail, the setup is wrong.
+		// The chain's other sources are local (environment, files,
+		// container agent, instance metadata): when they fail, the setup
+		// is wrong.
 		return false
 	}
 	code, status := apiError(e.err)
@@ -124,7 +131,7 @@ func (e *credentialsError) transient() bool {
 
 // credentialsProblem classifies a failed call whose credentials could not
 // be had: a *configError naming the setting when the configuration is
-// wrong, a plain error when STS could not be reached, nil when the
+// wrong, a plain error when their source could not answer, nil when the
 // credentials were not the problem.
 func credentialsProblem(err error) error {
 	var ce *credentialsError
@@ -132,7 +139,7 @@ func credentialsProblem(err error) error {
 		return nil
 	}
 	if ce.transient() {
-		return fmt.Errorf("eventbridge: STS unreachable for %s: %w", ce.source, ce.err)
+		return fmt.Errorf("eventbridge: waiting for credentials from %s: %w", ce.source, ce.err)
 	}
 	return &configError{fmt.Errorf("eventbridge: %w", ce)}
 }

@@ -9,11 +9,13 @@ package eventbridge
 import (
 	"context"
 	"errors"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -247,6 +249,24 @@ func TestCredentialsAtStart(t *testing.T) {
 		})
 	}
 
+	t.Run("STS silent", func(t *testing.T) {
+		// An STS that takes the connection and never answers: the call's
+		// deadline passes while the chain waits for the web identity's
+		// credentials, and nothing is decided about the configuration.
+		silent := silentServer(t)
+		t.Setenv("AWS_ENDPOINT_URL_STS", silent)
+		mototest.WebIdentity(t, "arn:aws:iam::123456789012:role/irsa", "some-token")
+		f := newFixture(t, chain, nil)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		if err := f.p.Start(ctx); err != nil {
+			t.Fatalf("Start = %v, want the credentials waited for", err)
+		}
+		if err := f.p.Ready(); err == nil || !strings.Contains(err.Error(), `waiting for credentials from auth.method "aws_iam_role"`) {
+			t.Errorf("Ready = %v, want it to say it waits for the chain's credentials", err)
+		}
+	})
+
 	t.Run("STS unavailable", func(t *testing.T) {
 		faults.FailCalls("AssumeRole", 2, mototest.Fault{Status: http.StatusServiceUnavailable, Code: "ServiceUnavailable"})
 		f := newFixture(t, role, nil)
@@ -256,8 +276,8 @@ func TestCredentialsAtStart(t *testing.T) {
 		}
 		err := f.p.Ready()
 		t.Logf("Ready: %v", err)
-		if err == nil || !strings.Contains(err.Error(), "STS unreachable") {
-			t.Errorf("Ready = %v, want it to say STS is unreachable", err)
+		if err == nil || !strings.Contains(err.Error(), "waiting for credentials from options.aws_role_arn") {
+			t.Errorf("Ready = %v, want it to say it waits for the role's credentials", err)
 		}
 		eventually(t, "the rule loaded once STS answers", func() bool { return f.p.Ready() == nil })
 		if calls, _ := faults.Pending(); calls != 0 {
@@ -301,4 +321,37 @@ func TestCredentialsRefusedLaterHold(t *testing.T) {
 	if got := ids(mb.rule.Drain(t)); got[ev.ID] != 1 {
 		t.Errorf("the rule's target got %v, want the event once", got)
 	}
+}
+
+// silentServer accepts connections and never answers; it returns its URL.
+func silentServer(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		mu    sync.Mutex
+		conns []net.Conn
+	)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		_ = ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			_ = c.Close()
+		}
+	})
+	return "http://" + ln.Addr().String()
 }
