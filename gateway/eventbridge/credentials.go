@@ -17,17 +17,19 @@ import (
 	"github.com/vmware-samples/vmware-event-router/gateway/config"
 )
 
-// Assumed roles (options.aws_role_arn).
-const (
-	// sessionName is the role session name: CloudTrail shows it as who
-	// put the events.
-	sessionName = "vmware-event-router"
+// sessionName is the role session name of options.aws_role_arn:
+// CloudTrail shows it as who put the events.
+const sessionName = "vmware-event-router"
+
+// Variables only so that a test can watch a renewal within seconds.
+var (
 	// roleDuration is how long assumed credentials last: an hour is what
 	// every role allows, role chaining included (IRSA, then aws_role_arn).
 	roleDuration = time.Hour
 	// expiryWindow is how long before they expire cached credentials
-	// (assumed or from the chain's STS, ECS or EC2 sources) are renewed,
-	// so a call never signs with credentials that expire on the way.
+	// (assumed, or from the chain's STS, container or EC2 sources) are
+	// renewed, so a call never signs with credentials that expire on the
+	// way.
 	expiryWindow = 5 * time.Minute
 )
 

@@ -355,3 +355,41 @@ func silentServer(t *testing.T) string {
 	})
 	return "http://" + ln.Addr().String()
 }
+
+// TestAssumedCredentialsRenewedBeforeExpiry: the assumed role's
+// credentials are renewed once they are within expiryWindow of their
+// expiry, long before they expire, and the new ones are used. Here they last 15 minutes (STS's
+// least) and are renewed when 14:59 are left, so the renewal is seen
+// within seconds.
+func TestAssumedCredentialsRenewedBeforeExpiry(t *testing.T) {
+	duration, window := roleDuration, expiryWindow
+	roleDuration, expiryWindow = 15*time.Minute, 15*time.Minute-time.Second
+	t.Cleanup(func() { roleDuration, expiryWindow = duration, window })
+	mb, faults := iamBus(t)
+	cfg := testConfig(faults.URL, mb.bus, mb.ruleARN)
+	cfg.AssumeRoleARN = testRoleARN
+	f := started(t, cfg, nil)
+	ev := vmEvent{subject: "VmPoweredOnEvent", vm: "a"}.event(t)
+	deliver := func() {
+		t.Helper()
+		if err := f.p.Deliver(context.Background(), mb.bus, []*gateway.Event{ev})[0]; err != nil {
+			t.Fatalf("Deliver: %v", err)
+		}
+	}
+	// (That they are cached meanwhile, TestAssumeRoleOnAccessKey shows.)
+	eventually(t, "the credentials renewed", func() bool {
+		deliver()
+		return len(faults.Log("AssumeRole")) >= 2
+	})
+	keys := map[string]bool{}
+	for _, c := range faults.Log("PutEvents") {
+		keys[c.AccessKeyID] = true
+	}
+	if len(keys) < 2 {
+		t.Errorf("PutEvents signed by %v, want the renewed credentials used too", keys)
+	}
+	if d := faults.Log("AssumeRole")[1].Form.Get("DurationSeconds"); d != "900" {
+		t.Errorf("AssumeRole DurationSeconds %s, want 900", d)
+	}
+	mb.rule.Drain(t)
+}
