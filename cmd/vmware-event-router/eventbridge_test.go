@@ -277,7 +277,7 @@ func TestEventBridgeBatchesAndResync(t *testing.T) {
 		aws.rule.Drain(t)
 	}
 	calls := d.metric(t, `eventrouter_eventbridge_batch_entries_count{processor="aws_event_bridge"}`)
-	within10 := d.metric(t, `eventrouter_eventbridge_batch_entries_bucket{le="10",processor="aws_event_bridge"}`)
+	within10 := d.metric(t, `eventrouter_eventbridge_batch_entries_bucket{processor="aws_event_bridge",le="10"}`)
 	entries := d.metric(t, `eventrouter_eventbridge_batch_entries_sum{processor="aws_event_bridge"}`)
 	if calls == 0 || within10 != calls || entries != float64(total) {
 		t.Errorf("%v PutEvents calls, %v of them with at most 10 entries, %v entries in all; want all within 10 and %d entries",
