@@ -196,7 +196,19 @@ type EventBridge struct {
 	BatchLinger     time.Duration
 	RetryLimit      int
 	QueueSize       int
+	// Auth is the auth.method: AuthAccessKey (AccessKeyID and
+	// SecretAccessKey are set) or AuthIAMRole (the SDK's default chain).
+	Auth string
+	// AssumeRoleARN is options.aws_role_arn: a role assumed with STS on
+	// top of either auth method; empty: none.
+	AssumeRoleARN string
 }
+
+// The EventBridge entry's auth methods.
+const (
+	AuthAccessKey = "access_key"
+	AuthIAMRole   = "aws_iam_role"
+)
 
 // Stdout is the processor/stdout entry: one CloudEvent JSON per line.
 type Stdout struct{}

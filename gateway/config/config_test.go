@@ -47,7 +47,7 @@ func TestSpecExamplesLoad(t *testing.T) {
 				e := cfg.Processors[0].EventBridge()
 				want := EventBridge{Name: ProviderEventBridge, AccessKeyID: "ABCDEFGHIJK", SecretAccessKey: "ZYXWVUTSRQPO", Region: "eu-central-1",
 					EventBus: "default", RuleARN: "arn:aws:events:eu-central-1:1234567890:rule/vmware-event-router",
-					ResyncInterval: 5 * time.Minute, BatchLinger: 10 * time.Millisecond, RetryLimit: 20, QueueSize: 10000}
+					ResyncInterval: 5 * time.Minute, BatchLinger: 10 * time.Millisecond, RetryLimit: 20, QueueSize: 10000, Auth: AuthAccessKey}
 				if *e != want {
 					t.Errorf("eventbridge entry:\n got %#v\nwant %#v", *e, want)
 				}
@@ -393,6 +393,59 @@ func TestEventBridgeStaticChecks(t *testing.T) {
 			}
 			if err == nil || !strings.Contains(err.Error(), "entry [1] (processor/aws_event_bridge): "+tt.want) {
 				t.Errorf("got %v\nwant %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// TestEventBridgeAuth: auth.method aws_iam_role takes no secret, and
+// options.aws_role_arn must be an IAM role ARN, with either method.
+func TestEventBridgeAuth(t *testing.T) {
+	const keys = `"secret": {"aws_access_key_id": "A", "aws_secret_access_key": "B"}`
+	tests := []struct {
+		name, auth, roleARN string
+		want                string // "" loads
+	}{
+		{"access key", `{"method": "access_key", ` + keys + `}`, "", ""},
+		{"access key and role", `{"method": "access_key", ` + keys + `}`, "arn:aws:iam::123456789012:role/router", ""},
+		{"iam role", `{"method": "aws_iam_role"}`, "", ""},
+		{"iam role and role with a path", `{"method": "aws_iam_role"}`, "arn:aws-cn:iam::123456789012:role/team/evr@x.y+z=1,2", ""},
+		{"iam role with a secret", `{"method": "aws_iam_role", ` + keys + `}`, "", `auth.secret.aws_access_key_id: unknown field: auth.method "aws_iam_role" takes no secret`},
+		{"unknown method", `{"method": "iam"}`, "", `auth.method: must be "access_key" or "aws_iam_role", got "iam"`},
+		{"not a role ARN", `{"method": "aws_iam_role"}`, "arn:aws:iam::123456789012:user/router", `options.aws_role_arn: must be an IAM role ARN "arn:aws:iam::ACCOUNT:role/NAME" (ACCOUNT: 12 digits), got "arn:aws:iam::123456789012:user/router"`},
+		{"role name only", `{"method": "aws_iam_role"}`, "router", `options.aws_role_arn: must be an IAM role ARN`},
+		{"short account", `{"method": "aws_iam_role"}`, "arn:aws:iam::1234:role/router", `options.aws_role_arn: must be an IAM role ARN`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			role := ""
+			if tt.roleARN != "" {
+				role = fmt.Sprintf(`, "aws_role_arn": %q`, tt.roleARN)
+			}
+			data := fmt.Sprintf(`[{"type": "stream", "provider": "vcsim"},
+			  {"type": "processor", "provider": "aws_event_bridge", "auth": %s,
+			   "options": {"aws_region": "eu-central-1", "aws_eventbridge_rule_arn": "arn:aws:events:eu-central-1:123456789012:rule/r"%s}},
+			  {"type": "metrics", "provider": "internal", "address": "0.0.0.0:8080"}]`, tt.auth, role)
+			cfg, err := Parse("c.json", []byte(data))
+			if tt.want != "" {
+				if err == nil || !strings.Contains(err.Error(), "entry [1] (processor/aws_event_bridge): "+tt.want) {
+					t.Errorf("got %v\nwant %q", err, tt.want)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			eb := cfg.Processors[0].EventBridge()
+			wantAuth := AuthAccessKey
+			if strings.Contains(tt.auth, AuthIAMRole) {
+				wantAuth = AuthIAMRole
+			}
+			if eb.Auth != wantAuth || eb.AssumeRoleARN != tt.roleARN {
+				t.Errorf("Auth %q AssumeRoleARN %q, want %q %q", eb.Auth, eb.AssumeRoleARN, wantAuth, tt.roleARN)
+			}
+			if wantAuth == AuthIAMRole && (eb.AccessKeyID != "" || eb.SecretAccessKey != "") {
+				t.Errorf("aws_iam_role has keys %q", eb.AccessKeyID)
 			}
 		})
 	}

@@ -21,7 +21,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
-	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/eventbridge"
 	"github.com/aws/aws-sdk-go-v2/service/eventbridge/types"
 	"github.com/prometheus/client_golang/prometheus"
@@ -115,17 +114,13 @@ func New(ctx context.Context, cfg config.EventBridge, log *slog.Logger, m *metri
 		return nil, fmt.Errorf("options.aws_eventbridge_rule_arn %q is in region %q, but options.aws_region is %q",
 			cfg.RuleARN, arn.region, cfg.Region)
 	}
-	awsCfg, err := awsconfig.LoadDefaultConfig(ctx,
+	opts := append(credentialsOptions(cfg),
 		awsconfig.WithRegion(cfg.Region),
-		// Static credentials from the config file: the SDK's default chain
-		// would otherwise look further (shared files, IMDS) and can hang
-		// off EC2.
-		awsconfig.WithCredentialsProvider(credentials.NewStaticCredentialsProvider(
-			cfg.AccessKeyID, cfg.SecretAccessKey.Reveal(), "")),
 		// The dispatcher owns retries (bounded, with jitter, per entry)
 		// and holds a throttled bus; SDK retries underneath would
 		// multiply them and keep one Deliver call spinning. One attempt
-		// per call, bounded by putTimeout.
+		// per call, bounded by putTimeout. STS calls for credentials run
+		// inside those calls and are retried with them.
 		awsconfig.WithRetryer(func() aws.Retryer { return aws.NopRetryer{} }),
 		awsconfig.WithHTTPClient(awshttp.NewBuildableClient().WithTransportOptions(func(tr *http.Transport) {
 			// Every call goes to the one EventBridge endpoint, up to the
@@ -134,11 +129,21 @@ func New(ctx context.Context, cfg config.EventBridge, log *slog.Logger, m *metri
 			// TLS) all but the SDK's default of 10.
 			tr.MaxIdleConns = maxIdleConns
 			tr.MaxIdleConnsPerHost = maxIdleConns
+			// The SDK's credential cache fetches from STS without the
+			// caller's deadline: an STS that accepts the connection but
+			// never answers must not hold every later call's
+			// credentials for ever.
+			tr.ResponseHeaderTimeout = putTimeout
 		})),
 	)
+	awsCfg, err := awsconfig.LoadDefaultConfig(ctx, opts...)
 	if err != nil {
+		if cfg.Auth == config.AuthIAMRole {
+			return nil, fmt.Errorf("%s: %w", chainSource, err)
+		}
 		return nil, fmt.Errorf("aws sdk configuration: %w", err)
 	}
+	withRole(&awsCfg, cfg)
 	client := eventbridge.NewFromConfig(awsCfg, func(o *eventbridge.Options) {
 		if cfg.Endpoint != "" {
 			o.BaseEndpoint = aws.String(cfg.Endpoint)

@@ -178,4 +178,9 @@ func TestClientKeepsIdleConnections(t *testing.T) {
 		t.Errorf("transport keeps %d idle connections per host (%d in all), want at least the dispatcher's concurrency %d",
 			tr.MaxIdleConnsPerHost, tr.MaxIdleConns, gateway.DefaultConcurrency)
 	}
+	// The SDK's credential cache calls STS without the caller's deadline:
+	// only the transport bounds a call STS never answers.
+	if tr.ResponseHeaderTimeout <= 0 || tr.ResponseHeaderTimeout > putTimeout {
+		t.Errorf("transport waits %v for an answer's headers, want a bound within %v", tr.ResponseHeaderTimeout, putTimeout)
+	}
 }

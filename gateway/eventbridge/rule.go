@@ -57,6 +57,9 @@ func (p *Processor) fetchRule(ctx context.Context) (types.Rule, error) {
 		out, err := p.api.ListRules(cctx, in)
 		cancel()
 		if err != nil {
+			if cerr := credentialsProblem(err); cerr != nil {
+				return types.Rule{}, cerr
+			}
 			var ae smithy.APIError
 			if errors.As(err, &ae) && listConfigCodes[ae.ErrorCode()] {
 				return types.Rule{}, &configError{fmt.Errorf("eventbridge: listing rules on event bus %q to find rule %s was refused (%s): %w; check %s and that the credentials allow events:ListRules",

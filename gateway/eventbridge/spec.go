@@ -13,9 +13,14 @@ import (
 // Spec is the processor/aws_event_bridge entry kind.
 var Spec = &config.Spec{
 	Type: config.TypeProcessor, Provider: config.ProviderEventBridge, Doc: "an EventBridge event bus, for the events its rule matches",
-	Auth: []config.AuthMethod{config.Auth("access_key", func(s *config.EventBridge, k map[string]string) {
-		s.AccessKeyID, s.SecretAccessKey = k["aws_access_key_id"], config.Secret(k["aws_secret_access_key"])
-	}, "aws_access_key_id", "aws_secret_access_key")},
+	Auth: []config.AuthMethod{
+		config.Auth(config.AuthAccessKey, func(s *config.EventBridge, k map[string]string) {
+			s.Auth, s.AccessKeyID, s.SecretAccessKey = config.AuthAccessKey, k["aws_access_key_id"], config.Secret(k["aws_secret_access_key"])
+		}, "aws_access_key_id", "aws_secret_access_key"),
+		// No secret: the SDK's default chain finds the credentials (IRSA
+		// web identity, ECS or EKS Pod Identity, EC2 role, environment).
+		config.Auth(config.AuthIAMRole, func(s *config.EventBridge, _ map[string]string) { s.Auth = config.AuthIAMRole }),
+	},
 	Options: []config.Option{
 		config.String("aws_region", "", `the bus's region, e.g. "eu-central-1" (required)`, func(s *config.EventBridge) *string { return &s.Region }),
 		config.String("aws_eventbridge_event_bus", "default", "the bus events are put on: its name or ARN", func(s *config.EventBridge) *string { return &s.EventBus }),
@@ -25,6 +30,7 @@ var Spec = &config.Spec{
 		config.Duration("batch_linger", "10ms", "how long a batch waits for more events", func(s *config.EventBridge) *time.Duration { return &s.BatchLinger }),
 		config.Int("retry_limit", "20", "attempts before dead-lettering; 0 never gives up", 0, math.MaxInt, func(s *config.EventBridge) *int { return &s.RetryLimit }),
 		config.Int("queue_size", "10000", "events waiting", 1, math.MaxInt, func(s *config.EventBridge) *int { return &s.QueueSize }),
+		config.String("aws_role_arn", "", "a role assumed with STS on top of either auth method (session vmware-event-router)", func(s *config.EventBridge) *string { return &s.AssumeRoleARN }),
 	},
 	New:   func(e config.Entry) any { return &config.EventBridge{Name: e.Name} },
 	Check: check,
@@ -47,12 +53,17 @@ var (
 	regionPattern  = regexp.MustCompile(`^[a-z]{2,}(-[a-z]+)+-[0-9]+$`)
 	busPattern     = regexp.MustCompile(`^[/.\-_A-Za-z0-9]{1,256}$`)
 	ruleARNPattern = regexp.MustCompile(`^arn:[a-z-]+:events:([a-z0-9-]+):[0-9]+:rule/(?:(.+)/)?([.\-_A-Za-z0-9]{1,64})$`)
+	// roleARNPattern is an IAM role: arn:PARTITION:iam::ACCOUNT:role/[PATH/]NAME.
+	roleARNPattern = regexp.MustCompile(`^arn:[a-z-]+:iam::[0-9]{12}:role/(?:[\x21-\x7e]+/)?[\w+=,.@-]{1,64}$`)
 )
 
 // check checks the region, the bus and the rule ARN, and that the rule is
 // in that region and on that bus.
 func check(st any, c *config.Checker) {
 	s := st.(*config.EventBridge)
+	if s.AssumeRoleARN != "" && !roleARNPattern.MatchString(s.AssumeRoleARN) {
+		c.Problem("options.aws_role_arn", `must be an IAM role ARN "arn:aws:iam::ACCOUNT:role/NAME" (ACCOUNT: 12 digits), got %q`, s.AssumeRoleARN)
+	}
 	switch {
 	case s.Region == "":
 		c.Problem("options.aws_region", `required (e.g. "eu-central-1")`)

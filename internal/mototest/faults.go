@@ -3,10 +3,12 @@ package mototest
 import (
 	"bytes"
 	"encoding/json"
+	"encoding/xml"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -24,7 +26,9 @@ type Fault struct {
 // Faults is an HTTP proxy in front of a Server that answers AWS errors
 // instead of moto for a number of calls or PutEvents entries: what AWS does
 // while it throttles an account or refuses rotated or expired credentials,
-// which moto never does. Everything else reaches moto unchanged.
+// which moto never does. Everything else reaches moto unchanged. It records
+// who signed each call (moto checks no signature), and speaks STS's query
+// protocol too, so it can stand for STS as well as EventBridge.
 type Faults struct {
 	URL string // http://127.0.0.1:PORT, an endpoint for the SDK
 
@@ -35,6 +39,7 @@ type Faults struct {
 	calls   map[string][]Fault // per operation, the answers still to give
 	entries []string           // error codes for the next PutEvents entries
 	seen    map[string]int     // calls per operation
+	log     []Call             // every call, in order
 	failed  int                // calls answered with a Fault
 	refused int                // entries answered with an error code
 }
@@ -60,9 +65,37 @@ func (s *Server) Faults(tb testing.TB) *Faults {
 	return f
 }
 
+// Call is one call that reached the proxy.
+type Call struct {
+	// Operation is the X-Amz-Target header after the dot ("PutEvents"),
+	// or the Action of a query-protocol call ("AssumeRole").
+	Operation string
+	// AccessKeyID signed the call ("" when unsigned, as
+	// AssumeRoleWithWebIdentity is); SessionToken is its
+	// X-Amz-Security-Token header, set for temporary credentials.
+	AccessKeyID, SessionToken string
+	// Form holds a query-protocol call's parameters (nil for JSON).
+	Form url.Values
+}
+
+// Log returns the calls of operation that reached the proxy, in order;
+// every call with operation "".
+func (f *Faults) Log(operation string) []Call {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []Call
+	for _, c := range f.log {
+		if operation == "" || c.Operation == operation {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
 // FailCalls makes the next n calls of operation (as in the X-Amz-Target
-// header after the dot: "PutEvents", "ListRules") answer fault, after any
-// faults already queued for it.
+// header after the dot: "PutEvents", "ListRules"; or a query-protocol
+// Action: "AssumeRole") answer fault, after any faults already queued for
+// it.
 func (f *Faults) FailCalls(operation string, n int, fault Fault) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -115,15 +148,30 @@ func (f *Faults) serve(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
-	_, op, _ := strings.Cut(r.Header.Get("X-Amz-Target"), ".")
+	call := Call{AccessKeyID: signer(r.Header.Get("Authorization")), SessionToken: r.Header.Get("X-Amz-Security-Token")}
+	_, call.Operation, _ = strings.Cut(r.Header.Get("X-Amz-Target"), ".")
+	query := strings.HasPrefix(r.Header.Get("Content-Type"), "application/x-www-form-urlencoded")
+	if query {
+		if call.Form, err = url.ParseQuery(string(body)); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		call.Operation = call.Form.Get("Action")
+	}
+	op := call.Operation
 	f.mu.Lock()
 	f.seen[op]++
+	f.log = append(f.log, call)
 	if q := f.calls[op]; len(q) > 0 {
 		fault := q[0]
 		f.calls[op] = q[1:]
 		f.failed++
 		f.mu.Unlock()
-		writeFault(w, fault)
+		if query {
+			writeQueryFault(w, fault)
+		} else {
+			writeFault(w, fault)
+		}
 		return
 	}
 	var codes []string
@@ -252,6 +300,37 @@ func copyHeader(dst, src http.Header) {
 		}
 		dst[k] = append([]string(nil), vs...)
 	}
+}
+
+// signer returns the access key ID of a SigV4 Authorization header.
+func signer(auth string) string {
+	_, cred, ok := strings.Cut(auth, "Credential=")
+	if !ok {
+		return ""
+	}
+	id, _, _ := strings.Cut(cred, "/")
+	return id
+}
+
+// writeQueryFault answers as AWS's query protocol (STS) does for an error.
+func writeQueryFault(w http.ResponseWriter, fault Fault) {
+	msg := fault.Message
+	if msg == "" {
+		msg = "injected by mototest.Faults"
+	}
+	kind := "Sender"
+	if fault.Status >= http.StatusInternalServerError {
+		kind = "Receiver"
+	}
+	w.Header().Set("Content-Type", "text/xml")
+	w.WriteHeader(fault.Status)
+	_ = xml.NewEncoder(w).Encode(struct {
+		XMLName xml.Name `xml:"ErrorResponse"`
+		Type    string   `xml:"Error>Type"`
+		Code    string   `xml:"Error>Code"`
+		Message string   `xml:"Error>Message"`
+		ID      string   `xml:"RequestId"`
+	}{Type: kind, Code: fault.Code, Message: msg, ID: "mototest-fault"})
 }
 
 // writeFault answers as AWS's JSON protocol does for an error.

@@ -388,3 +388,43 @@ func (l *lockedBuffer) String() string {
 	defer l.mu.Unlock()
 	return l.b.String()
 }
+
+// chainEnv is every environment variable the SDK's default credential
+// chain and endpoint resolution read.
+var chainEnv = []string{
+	"AWS_ACCESS_KEY_ID", "AWS_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY", "AWS_SECRET_KEY", "AWS_SESSION_TOKEN",
+	"AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_SESSION_NAME",
+	"AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+	"AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_EVENTBRIDGE", "AWS_ENDPOINT_URL_STS",
+}
+
+// ChainEnv gives the test an empty AWS environment: no credentials in
+// the environment, shared files that do not exist (the machine's ~/.aws
+// plays no part), the EC2 instance metadata service disabled, and STS at
+// stsURL. The test then sets what it needs; it cannot run in parallel.
+func ChainEnv(tb testing.TB, stsURL string) {
+	tb.Helper()
+	for _, k := range chainEnv {
+		tb.Setenv(k, "") // restored at the end of the test
+		_ = os.Unsetenv(k)
+	}
+	dir := tb.TempDir()
+	tb.Setenv("AWS_CONFIG_FILE", filepath.Join(dir, "config"))
+	tb.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(dir, "credentials"))
+	tb.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+	tb.Setenv("AWS_ENDPOINT_URL_STS", stsURL)
+}
+
+// WebIdentity sets up what EKS projects into a pod for IRSA: token in a
+// file named by AWS_WEB_IDENTITY_TOKEN_FILE, and role in AWS_ROLE_ARN. The
+// SDK's default chain then calls STS AssumeRoleWithWebIdentity, which moto
+// answers for any token.
+func WebIdentity(tb testing.TB, role, token string) {
+	tb.Helper()
+	file := filepath.Join(tb.TempDir(), "token")
+	if err := os.WriteFile(file, []byte(token), 0o600); err != nil {
+		tb.Fatalf("mototest: %v", err)
+	}
+	tb.Setenv("AWS_ROLE_ARN", role)
+	tb.Setenv("AWS_WEB_IDENTITY_TOKEN_FILE", file)
+}
