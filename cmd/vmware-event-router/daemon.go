@@ -294,6 +294,9 @@ func (d *daemon) degraded() []string {
 		// degraded_after, and held destinations.
 		lines = append(lines, pr.disp.Degraded()...)
 	}
+	for _, sp := range d.streams {
+		lines = append(lines, sp.router.Degraded()...) // processors detached from the stream
+	}
 	// The dead-letter sink, full: it holds the processors' deliveries.
 	if d.sink != nil {
 		if r := d.sink.Degraded(); r != "" {
@@ -349,7 +352,9 @@ func (d *daemon) run(ctx context.Context) error {
 	}
 	streamErr := make(chan streamResult, len(d.streams))
 	for _, sp := range d.streams {
-		go func() { streamErr <- streamResult{sp.name, sp.stream.Run(streamCtx, sp.router)} }()
+		// The router runs the stream, and the catch-up readers of
+		// processors that detach from it.
+		go func() { streamErr <- streamResult{sp.name, sp.router.Run(streamCtx, sp.stream)} }()
 	}
 
 	var runErr error
