@@ -25,6 +25,7 @@ type history struct {
 	readers map[string]int // CatchUps running, per processor
 	most    int            // most CatchUps running at once for one processor
 	calls   int            // CatchUps started
+	joined  atomic.Int32   // CatchUps whose caughtUp said yes
 	handed  atomic.Int32   // the live stream's last key handed on
 	moved   chan struct{}  // closed and replaced at each event the live stream handed on
 }
@@ -130,6 +131,7 @@ func (h *history) CatchUp(ctx context.Context, from Position, sh StreamHandler, 
 			last = e.Position()
 		}
 		if caughtUp(last) {
+			h.joined.Add(1)
 			return nil
 		}
 		select {
@@ -172,7 +174,9 @@ func newIsoRig(t *testing.T, chain Chain) *isoRig {
 	}
 	// b's queue is small, so that it fills at once when b is stuck.
 	g.da, g.db = newTestDispatcher(g.a, g.sink, opts("a", 100)), newTestDispatcher(g.b, g.sink, opts("b", 3))
-	g.r = NewRouter(RouterOptions{Stream: "vc", Chain: chain, Log: discard(), DetachAfter: 20 * time.Millisecond,
+	// Long enough that a loaded machine's slow deliveries do not detach a
+	// processor that is not stuck.
+	g.r = NewRouter(RouterOptions{Stream: "vc", Chain: chain, Log: discard(), DetachAfter: 200 * time.Millisecond,
 		Routes: []Route{{Name: "a", Dispatcher: g.da}, {Name: "b", Dispatcher: g.db}}})
 	return g
 }
@@ -273,6 +277,7 @@ func TestRouterDetachRejoin(t *testing.T) {
 	if v := g.detached("b"); v != 0 {
 		t.Errorf("eventrouter_processor_detached{b} = %v after rejoining, want 0", v)
 	}
+	eventually(t, "b at key 20", func() bool { wm, ok := g.db.Watermark("vc"); return ok && wm.Key == 20 })
 	g.h.add(5)
 	eventually(t, "both at key 25", func() bool {
 		a, okA := g.da.Watermark("vc")
@@ -369,11 +374,13 @@ func TestRouterRejoinRace(t *testing.T) {
 		}
 	}()
 	const cycles = 5
-	for range cycles {
+	for i := range cycles {
 		release := g.block()
 		eventually(t, "b detached", func() bool { return g.detached("b") == 1 })
 		release()
-		eventually(t, "b rejoined", func() bool { return g.detached("b") == 0 })
+		// Counted, not sampled: b may detach again at once on a
+		// loaded machine.
+		eventually(t, "b rejoined", func() bool { return g.h.joined.Load() > int32(i) })
 	}
 	close(stop)
 	<-adding
