@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"net/http"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -101,4 +102,51 @@ func TestIsolation(t *testing.T) {
 	onceEach(t, fa, "two", 5)
 	onceEach(t, fb, "two", 5)
 	onceEach(t, fb, "iso", n)
+}
+
+// TestIsolationRestart: stopped while processor b is detached and its
+// reader waits for b's gateway, the daemon exits cleanly and keeps b's
+// position where it detached. Restarted with b's gateway back, b gets
+// every event it missed, once, and a, whose position was further on, gets
+// none of them again.
+func TestIsolationRestart(t *testing.T) {
+	sim := vcsimtest.Start(t)
+	ga, gb := ofGateway(t), ofGateway(t)
+	topics := map[string]string{"topic": "com.example.rs,com.example.mark"}
+	fa, fb := ga.Deploy("fa", "", topics), gb.Deploy("fb", "", topics)
+	entries := []map[string]any{namedStream(sim, "vc"), faasProc(ga, "a", nil), faasProc(gb, "b", map[string]string{"queue_size": "3"}),
+		{"type": "internal", "provider": "state", "address": t.TempDir()}}
+	d := startCore(t, entries...)
+	d.waitReady(t)
+
+	gb.Stop()
+	const n = 12
+	sim.PostEx("rs", 0, n)
+	d.eventually(t, 60*time.Second, "a's events with b down", func() bool { return len(exMessages(t, fa, "rs")) == n })
+	d.eventually(t, 30*time.Second, "b detached", func() bool {
+		_, body := d.get(t, "/readyz")
+		return strings.Contains(body, "processor b: detached from stream vc")
+	})
+	if code := d.stop(t); code != 0 {
+		t.Fatalf("daemon exited %d while b was detached; log:\n%s", code, tail(d.stderr.String(), 4000))
+	}
+
+	if err := gb.Start(); err != nil {
+		t.Fatal(err)
+	}
+	d = startCore(t, entries...)
+	d.eventually(t, 60*time.Second, "b's events after the restart", func() bool { return len(exMessages(t, fb, "rs")) == n })
+	// Events reach fa in order: once the marker is there, any event
+	// handed to a again would be too.
+	sim.PostEx("mark", 0, 1)
+	for _, f := range []*faastest.Function{fa, fb} {
+		d.eventually(t, 30*time.Second, "the marker at "+f.Name, func() bool { return len(exMessages(t, f, "mark")) == 1 })
+	}
+	onceEach(t, fa, "rs", n)
+	onceEach(t, fb, "rs", n)
+	// The stream resumed at b's position, where it detached; a skipped
+	// to its own.
+	if log := d.stderr.String(); !regexp.MustCompile(`processor resumes ahead of its stream.* processor=a `).MatchString(log) {
+		t.Errorf("a did not resume ahead of the stream; log:\n%s", tail(log, 3000))
+	}
 }
