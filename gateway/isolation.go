@@ -51,7 +51,7 @@ type isolation struct {
 // checkpoint) stays where it detached, and a catch-up reader of its own
 // reads the history from there, runs the chain again for it alone (the
 // live stream wrote the dead letters already) and submits to it with
-// backpressure. When the reader has reached the newest event the live
+// backpressure, up to ReplayWindow old. When the reader has reached the newest event the live
 // stream read, the processor rejoins the live stream, which hands it every
 // event after the reader's last. A stream that cannot read its history
 // again holds every processor on a full queue, as before.
@@ -142,7 +142,7 @@ func (r *Router) catchUp(rt *route, from Position) {
 		err := r.iso.stream.CatchUp(ctx, from, h, h.rejoin)
 		if err == nil {
 			r.log.Info("processor caught up and rejoined the stream", "stream", r.stream, "processor", rt.Name,
-				"caught_up", h.handed, "read_live_while_detached", h.behind,
+				"caught_up", h.handed, "beyond_replay_window", h.beyond, "read_live_while_detached", h.behind,
 				"detached_for", time.Since(h.since).Round(time.Millisecond).String(),
 				"position_key", h.last.Key, "position_time", h.last.Time)
 			return
@@ -172,6 +172,7 @@ type catchUpHandler struct {
 
 	last   Position // the newest position handed on
 	handed int      // events handed on
+	beyond int      // of which older than the replay window, not delivered
 	// set by rejoin: how long rt was detached and how many events the
 	// live stream read meanwhile
 	since  time.Time
@@ -191,6 +192,14 @@ func (h *catchUpHandler) Handle(ctx context.Context, ev *Event) error {
 		ev.Stream = h.r.stream
 	}
 	pos := ev.Position()
+	if w := h.r.replayWindow; w > 0 && time.Since(ev.Time) > w {
+		if h.beyond == 0 {
+			h.r.log.Warn("catch-up: events older than replay_window are not delivered", "stream", h.r.stream,
+				"processor", h.rt.Name, "replay_window", w.String(), "key", ev.Key, "created_time", ev.Time)
+		}
+		h.beyond++
+		return h.take(ctx, pos, nil)
+	}
 	var out *Event
 	if !h.rt.skips(pos) {
 		var err error

@@ -302,6 +302,32 @@ func TestRouterDetachRejoin(t *testing.T) {
 	g.stop()
 }
 
+// TestRouterCatchUpReplayWindow: a catch-up delivers no event older than
+// the replay window; it records them as done, so the processor's position
+// moves past them, and it rejoins.
+func TestRouterCatchUpReplayWindow(t *testing.T) {
+	g := newIsoRig(t, nil)
+	// The test events were created on 2026-01-01: older than an hour.
+	g.r.replayWindow = time.Hour
+	release := g.block()
+	g.run(g.h)
+	g.h.add(10)
+	eventually(t, "a got every event", func() bool { return g.a.count("fa") == 10 })
+	// The reader has nothing to wait for: it may rejoin at once.
+	eventually(t, "b's catch-up", func() bool { g.h.mu.Lock(); defer g.h.mu.Unlock(); return g.h.calls == 1 })
+	release()
+	eventually(t, "b at key 10", func() bool { wm, ok := g.db.Watermark("vc"); return ok && wm.Key == 10 })
+	eventually(t, "b rejoined", func() bool { return len(g.r.Degraded()) == 0 })
+	g.h.add(2)
+	eventually(t, "b at key 12", func() bool { wm, ok := g.db.Watermark("vc"); return ok && wm.Key == 12 })
+	// 1..3 were in b's queue when it detached; the live stream hands it
+	// 11 and 12.
+	if got := g.b.keys("fb"); got != "[1 2 3 11 12]" {
+		t.Errorf("b got %s, want [1 2 3 11 12]", got)
+	}
+	g.stop()
+}
+
 // TestRouterHolds: with one processor, or a stream that cannot read its
 // history again, a full queue holds the stream, as before: nothing
 // detaches, nothing catches up.

@@ -63,6 +63,10 @@ type RouterOptions struct {
 	// DetachAfter is how long a queue must stay full before its processor
 	// detaches (DefaultDetachAfter); see Run.
 	DetachAfter time.Duration
+	// ReplayWindow, when set, is how old an event a catch-up reader may
+	// still deliver (the state's replay_window): older ones are recorded
+	// as done without delivery, as a restart past the window skips them.
+	ReplayWindow time.Duration
 }
 
 // Router joins one stream to its processors through the filter chain: it
@@ -75,12 +79,13 @@ type RouterOptions struct {
 // that processor's position moves past it. A filter's drop or dead letter
 // (written once) is done for every processor.
 type Router struct {
-	stream      string
-	chain       Chain
-	log         *slog.Logger
-	resume      func(instanceUUID, source string, now time.Time) (Resume, bool)
-	routes      []*route // those taking the stream
-	detachAfter time.Duration
+	stream       string
+	chain        Chain
+	log          *slog.Logger
+	resume       func(instanceUUID, source string, now time.Time) (Resume, bool)
+	routes       []*route // those taking the stream
+	detachAfter  time.Duration
+	replayWindow time.Duration
 	// last is the newest position the live stream handed on (or the
 	// instant it started from): where a processor detaching now stays.
 	// Only the live stream's goroutine uses it.
@@ -115,7 +120,8 @@ var _ StreamHandler = (*Router)(nil)
 
 // NewRouter returns the router of the stream o.Stream.
 func NewRouter(o RouterOptions) *Router {
-	r := &Router{stream: o.Stream, chain: o.Chain, log: o.Log, resume: o.Resume, detachAfter: o.DetachAfter}
+	r := &Router{stream: o.Stream, chain: o.Chain, log: o.Log, resume: o.Resume, detachAfter: o.DetachAfter,
+		replayWindow: o.ReplayWindow}
 	if r.detachAfter <= 0 {
 		r.detachAfter = DefaultDetachAfter
 	}

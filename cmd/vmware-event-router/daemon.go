@@ -207,11 +207,13 @@ func newDaemon(ctx context.Context, cfg *config.Config, out io.Writer, log *slog
 		}
 	}()
 	var store *checkpoint.Store
+	var window time.Duration // how old an event a catch-up still delivers
 	if cfg.State != nil {
 		store, err = checkpoint.NewStore(filepath.Join(cfg.State.Dir, "checkpoints"), nil, log)
 		if err != nil {
 			return nil, err
 		}
+		window = cfg.State.ReplayWindow
 	}
 	routes := make([]gateway.Route, len(d.procs))
 	for i, pr := range d.procs {
@@ -248,7 +250,8 @@ func newDaemon(ctx context.Context, cfg *config.Config, out io.Writer, log *slog
 			sp.keeper = checkpoint.NewKeeper(store, cps, cfg.State.ReplayWindow, sc.Name, log, d.m)
 			resume = sp.keeper.ResumeAll
 		}
-		sp.router = gateway.NewRouter(gateway.RouterOptions{Stream: sc.Name, Chain: d.chain, Routes: routes, Log: log, Resume: resume})
+		sp.router = gateway.NewRouter(gateway.RouterOptions{Stream: sc.Name, Chain: d.chain, Routes: routes, Log: log, Resume: resume,
+			ReplayWindow: window})
 		d.streams = append(d.streams, sp)
 	}
 	d.started.Store(true)
