@@ -275,8 +275,8 @@ func (d *Dispatcher) SubmitTo(ctx context.Context, ev *Event, dests []string) er
 // TrySubmit is Submit that waits at most wait for room in the
 // destinations' queues and the stream's ledger: it reports false, having
 // queued and registered nothing, when there was none. With several
-// processors on a stream, the router will use it to detach a processor
-// whose queue is full instead of holding the stream for the others.
+// processors on a stream, the router uses it to detach a processor whose
+// queue stays full instead of holding the stream for the others (Router.Run).
 func (d *Dispatcher) TrySubmit(ctx context.Context, ev *Event, wait time.Duration) (bool, error) {
 	return d.submit(ctx, ev, d.o.Processor.Destinations(ev), max(wait, 0))
 }
@@ -374,6 +374,19 @@ func (d *Dispatcher) Done(ctx context.Context, ev *Event) error {
 func (d *Dispatcher) DoneAt(ctx context.Context, stream string, pos Position) error {
 	_, err := d.ledgerFor(stream).add(ctx, pos, 0)
 	return err
+}
+
+// tryDoneAt is DoneAt that waits at most wait for room in the stream's
+// ledger: it reports false, having registered nothing, when there was
+// none.
+func (d *Dispatcher) tryDoneAt(ctx context.Context, stream string, pos Position, wait time.Duration) (bool, error) {
+	t := time.NewTimer(max(wait, 0))
+	defer t.Stop()
+	_, err := d.ledgerFor(stream).addUntil(ctx, pos, 0, t.C)
+	if errors.Is(err, errFull) {
+		return false, nil
+	}
+	return err == nil, err
 }
 
 // Watermark returns the position of the named stream ("" is the default

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"math"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -58,6 +60,13 @@ type RouterOptions struct {
 	// Resume answers the stream's question where to start (the stream's
 	// checkpoint.Keeper); nil starts from "now" (no checkpoints).
 	Resume func(instanceUUID, source string, now time.Time) (Resume, bool)
+	// DetachAfter is how long a queue must stay full before its processor
+	// detaches (DefaultDetachAfter); see Run.
+	DetachAfter time.Duration
+	// ReplayWindow, when set, is how old an event a catch-up reader may
+	// still deliver (the state's replay_window): older ones are recorded
+	// as done without delivery, as a restart past the window skips them.
+	ReplayWindow time.Duration
 }
 
 // Router joins one stream to its processors through the filter chain: it
@@ -70,35 +79,52 @@ type RouterOptions struct {
 // that processor's position moves past it. A filter's drop or dead letter
 // (written once) is done for every processor.
 type Router struct {
-	stream string
-	chain  Chain
-	log    *slog.Logger
-	resume func(instanceUUID, source string, now time.Time) (Resume, bool)
-	routes []*route // those taking the stream
+	stream       string
+	chain        Chain
+	log          *slog.Logger
+	resume       func(instanceUUID, source string, now time.Time) (Resume, bool)
+	routes       []*route // those taking the stream
+	detachAfter  time.Duration
+	replayWindow time.Duration
+	// last is the newest position the live stream handed on (or the
+	// instant it started from): where a processor detaching now stays.
+	// Only the live stream's goroutine uses it.
+	last Position
+	// iso is set by Run when processors may detach; nil holds the
+	// stream on a full queue.
+	iso *isolation
 }
 
 // route is one processor's state on one stream.
 type route struct {
 	Route
-	// skip is the position up to which the processor had finished before
-	// a restart: events at or before it are recorded as done for it
-	// without delivery. nil when it resumed at the stream's position.
+	// skip is the position up to which the processor has its events
+	// already: finished before a restart, or handed on by the catch-up
+	// reader it rejoined from. Events at or before it are recorded as done
+	// for it without delivery. nil when there is none.
 	skip atomic.Pointer[Position]
 
-	// The next step (issue 13, isolation) adds here whether the processor
-	// is attached to the live stream and, when it detached because its
-	// queue was full (Dispatcher.TrySubmit reporting false), the position
-	// where it did: the live stream then records the processor's events
-	// as skipped past that position, and a catch-up reader of its own
-	// reads vCenter's history from there until it reaches the live
-	// stream, then rejoins. See NOTES / RATIONALE.
+	// detached is set while the processor is detached from the live
+	// stream (isolation.go). Only the live stream sets it and only the
+	// catch-up reader clears it, under mu; the live stream reads it
+	// without mu first, on its hot path.
+	detached atomic.Bool
+	mu       sync.Mutex
+	since    time.Time     // when it detached
+	seen     Position      // the newest position the live stream read while detached
+	behind   int           // events the live stream read while detached
+	reader   chan struct{} // closed when the last catch-up reader has ended
 }
 
 var _ StreamHandler = (*Router)(nil)
 
 // NewRouter returns the router of the stream o.Stream.
 func NewRouter(o RouterOptions) *Router {
-	r := &Router{stream: o.Stream, chain: o.Chain, log: o.Log, resume: o.Resume}
+	r := &Router{stream: o.Stream, chain: o.Chain, log: o.Log, resume: o.Resume, detachAfter: o.DetachAfter,
+		replayWindow: o.ReplayWindow}
+	if r.detachAfter <= 0 {
+		r.detachAfter = DefaultDetachAfter
+	}
 	for _, rt := range o.Routes {
 		if rt.Takes(o.Stream) {
 			r.routes = append(r.routes, &route{Route: rt})
@@ -110,10 +136,16 @@ func NewRouter(o RouterOptions) *Router {
 // Resume implements StreamHandler: it returns the stream's position and
 // makes each processor skip what it had already finished.
 func (r *Router) Resume(instanceUUID, source string, now time.Time) (Position, bool) {
+	// Without a position the stream starts at the instant now: a
+	// processor detaching before the first event catches up from there.
+	r.last = Position{Time: now, Key: math.MinInt32}
 	if r.resume == nil {
 		return Position{}, false
 	}
 	res, ok := r.resume(instanceUUID, source, now)
+	if ok {
+		r.last = res.Position
+	}
 	for _, rt := range r.routes {
 		rt.skip.Store(nil)
 		if p, has := res.Processors[rt.Name]; ok && has && res.Position.Before(p) {
@@ -125,8 +157,7 @@ func (r *Router) Resume(instanceUUID, source string, now time.Time) (Position, b
 	return res.Position, ok
 }
 
-// skips reports whether the processor had finished the event at pos
-// before a restart.
+// skips reports whether the processor has the event at pos already.
 func (rt *route) skips(pos Position) bool {
 	p := rt.skip.Load()
 	return p != nil && !p.Before(pos)
@@ -163,27 +194,62 @@ func (r *Router) Undecodable(ctx context.Context, u Undecodable) error {
 		// acknowledge, and a zero one would pull the watermark to 1970.
 		return nil
 	}
+	return r.handAll(ctx, u.Position, nil)
+}
+
+// handAll hands the event at pos to every processor taking the stream:
+// out submitted, or recorded as done when out is nil; then pos is the
+// stream's newest.
+func (r *Router) handAll(ctx context.Context, pos Position, out *Event) error {
 	for _, rt := range r.routes {
-		if err := rt.Dispatcher.DoneAt(ctx, r.stream, u.Position); err != nil {
+		if err := r.hand(ctx, rt, pos, out); err != nil {
 			return err
 		}
+	}
+	if r.last.Before(pos) {
+		// The newest, not the latest: a late event handed on after
+		// newer ones must not move a detaching processor's catch-up
+		// back over events it has already.
+		r.last = pos
 	}
 	return nil
 }
 
-// doneAll records ev as needing no delivery for every processor.
-func (r *Router) doneAll(ctx context.Context, ev *Event) error {
-	for _, rt := range r.routes {
-		if err := rt.Dispatcher.Done(ctx, ev); err != nil {
-			return err
-		}
+// hand gives the live stream's event at pos to rt: submitted, or done
+// when out is nil or rt has it already. It blocks while rt's queue or
+// ledger is full, unless processors may detach (Run): then it waits at
+// most detachAfter and detaches rt. A detached rt gets nothing.
+func (r *Router) hand(ctx context.Context, rt *route, pos Position, out *Event) error {
+	if !rt.live(pos) {
+		return nil
 	}
+	if rt.skips(pos) {
+		out = nil
+	}
+	if r.iso == nil {
+		if out == nil {
+			return rt.Dispatcher.DoneAt(ctx, r.stream, pos)
+		}
+		return rt.Dispatcher.Submit(ctx, out)
+	}
+	var ok bool
+	var err error
+	if out == nil {
+		ok, err = rt.Dispatcher.tryDoneAt(ctx, r.stream, pos, r.detachAfter)
+	} else {
+		ok, err = rt.Dispatcher.TrySubmit(ctx, out, r.detachAfter)
+	}
+	if err != nil || ok {
+		return err
+	}
+	r.detach(rt, pos)
 	return nil
 }
 
 // Handle implements StreamHandler: filter once, then queue for every
 // processor taking the stream. It blocks while a processor's queues, a
-// watermark ledger or the dead-letter sink are full. An event whose
+// watermark ledger or the dead-letter sink are full (under Run, a
+// processor whose queue stays full detaches instead). An event whose
 // handling ctx cut short is not acknowledged (for the processors it had
 // not reached yet).
 func (r *Router) Handle(ctx context.Context, ev *Event) error {
@@ -212,7 +278,7 @@ func (r *Router) Handle(ctx context.Context, ev *Event) error {
 			Reason: "filter_error", Error: err.Error(), Attempts: 1}); err != nil {
 			return err
 		}
-		if err := r.doneAll(ctx, ev); err != nil {
+		if err := r.handAll(ctx, ev.Position(), nil); err != nil {
 			return err
 		}
 		if debug {
@@ -221,7 +287,7 @@ func (r *Router) Handle(ctx context.Context, ev *Event) error {
 		}
 		return nil
 	case out == nil:
-		if err := r.doneAll(ctx, ev); err != nil {
+		if err := r.handAll(ctx, ev.Position(), nil); err != nil {
 			return err
 		}
 		if debug {
@@ -243,17 +309,5 @@ func (r *Router) Handle(ctx context.Context, ev *Event) error {
 	if out.Stream == "" {
 		out.Stream = ev.Stream
 	}
-	pos := ev.Position()
-	for _, rt := range r.routes {
-		var err error
-		if rt.skips(pos) {
-			err = rt.Dispatcher.Done(ctx, ev)
-		} else {
-			err = rt.Dispatcher.Submit(ctx, out)
-		}
-		if err != nil {
-			return err
-		}
-	}
-	return nil
+	return r.handAll(ctx, ev.Position(), out)
 }

@@ -189,11 +189,13 @@ func newDaemon(ctx context.Context, cfg *config.Config, out io.Writer, log *slog
 		}
 	}()
 	var store *checkpoint.Store
+	var window time.Duration // how old an event a catch-up still delivers
 	if cfg.State != nil {
 		store, err = checkpoint.NewStore(filepath.Join(cfg.State.Dir, "checkpoints"), nil, log)
 		if err != nil {
 			return nil, err
 		}
+		window = cfg.State.ReplayWindow
 	}
 	routes := make([]gateway.Route, len(d.procs))
 	for i, pr := range d.procs {
@@ -223,7 +225,8 @@ func newDaemon(ctx context.Context, cfg *config.Config, out io.Writer, log *slog
 			sp.keeper = checkpoint.NewKeeper(store, cps, cfg.State.ReplayWindow, sc.Name, log, d.m)
 			resume = sp.keeper.ResumeAll
 		}
-		sp.router = gateway.NewRouter(gateway.RouterOptions{Stream: sc.Name, Chain: d.chain, Routes: routes, Log: log, Resume: resume})
+		sp.router = gateway.NewRouter(gateway.RouterOptions{Stream: sc.Name, Chain: d.chain, Routes: routes, Log: log, Resume: resume,
+			ReplayWindow: window})
 		d.streams = append(d.streams, sp)
 	}
 	d.started.Store(true)
@@ -268,6 +271,9 @@ func (d *daemon) degraded() []string {
 		// The dispatcher's lines: a stream held longer than
 		// degraded_after, and held destinations.
 		lines = append(lines, pr.disp.Degraded()...)
+	}
+	for _, sp := range d.streams {
+		lines = append(lines, sp.router.Degraded()...) // processors detached from the stream
 	}
 	// The dead-letter sink, full: it holds the processors' deliveries.
 	if d.sink != nil {
@@ -324,7 +330,9 @@ func (d *daemon) run(ctx context.Context) error {
 	}
 	streamErr := make(chan streamResult, len(d.streams))
 	for _, sp := range d.streams {
-		go func() { streamErr <- streamResult{sp.name, sp.stream.Run(streamCtx, sp.router)} }()
+		// The router runs the stream, and the catch-up readers of
+		// processors that detach from it.
+		go func() { streamErr <- streamResult{sp.name, sp.router.Run(streamCtx, sp.stream)} }()
 	}
 
 	var runErr error

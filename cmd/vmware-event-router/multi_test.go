@@ -41,6 +41,25 @@ func exMessages(t testing.TB, f *faastest.Function, prefix string) map[string]in
 	return out
 }
 
+// namedStream is sim's stream entry, named name.
+func namedStream(sim *vcsimtest.Sim, name string) map[string]any {
+	e := sim.Config()
+	e["name"] = name
+	return e
+}
+
+// faasProc is an OpenFaaS processor entry named name for g, calling
+// functions synchronously and refreshing them every 200ms, with opts on top.
+func faasProc(g *faastest.Gateway, name string, opts map[string]string) map[string]any {
+	o := map[string]string{"async": "false", "refresh_interval": "200ms"}
+	for k, v := range opts {
+		o[k] = v
+	}
+	return map[string]any{"type": "processor", "provider": "openfaas", "name": name, "address": g.URL(),
+		"auth":    map[string]any{"method": "basic_auth", "secret": map[string]string{"username": g.User, "password": g.Password}},
+		"options": o}
+}
+
 // TestSeveralStreamsAndProcessors: two vCenters, two OpenFaaS gateways.
 // Processor a takes only stream vc-1; processor b takes both, narrowed by
 // a pattern. Each gets what its streams and pattern say; with vc-1
@@ -50,23 +69,9 @@ func TestSeveralStreamsAndProcessors(t *testing.T) {
 	ga, gb := ofGateway(t), ofGateway(t)
 	topics := map[string]string{"topic": "com.example.s1,com.example.s2,com.example.drop"}
 	fa, fb := ga.Deploy("fa", "", topics), gb.Deploy("fb", "", topics)
-	stream := func(sim *vcsimtest.Sim, name string) map[string]any {
-		e := sim.Config()
-		e["name"] = name
-		return e
-	}
-	proc := func(g *faastest.Gateway, name string, opts map[string]string) map[string]any {
-		o := map[string]string{"async": "false", "refresh_interval": "200ms"}
-		for k, v := range opts {
-			o[k] = v
-		}
-		return map[string]any{"type": "processor", "provider": "openfaas", "name": name, "address": g.URL(),
-			"auth":    map[string]any{"method": "basic_auth", "secret": map[string]string{"username": g.User, "password": g.Password}},
-			"options": o}
-	}
-	d := startCore(t, stream(sim1, "vc-1"), stream(sim2, "vc-2"),
-		proc(ga, "a", map[string]string{"streams": "vc-1"}),
-		proc(gb, "b", map[string]string{"pattern": `{"subject": ["com.example.s1", "com.example.s2"]}`}))
+	d := startCore(t, namedStream(sim1, "vc-1"), namedStream(sim2, "vc-2"),
+		faasProc(ga, "a", map[string]string{"streams": "vc-1"}),
+		faasProc(gb, "b", map[string]string{"pattern": `{"subject": ["com.example.s1", "com.example.s2"]}`}))
 	d.waitReady(t)
 	const drops = `eventrouter_filter_verdicts_total{filter="subject_routing",verdict="drop"}`
 	dropped := d.metric(t, drops)

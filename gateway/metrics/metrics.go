@@ -34,6 +34,7 @@ type Metrics struct {
 	DeliveryLag          *prometheus.HistogramVec
 	QueueDepth           *prometheus.GaugeVec   // processor, destination
 	DestinationHeld      *prometheus.GaugeVec   // processor, destination
+	ProcessorDetached    *prometheus.GaugeVec   // processor, stream
 	DeadLetters          *prometheus.CounterVec // processor, reason
 	DeadLetterSinkFull   prometheus.Gauge
 	EBBatchEntries       *prometheus.HistogramVec // processor
@@ -81,6 +82,8 @@ func New() *Metrics {
 		QueueDepth: f.gauge("eventrouter_queue_depth", "Events waiting for a destination.", "processor", "destination"),
 		DestinationHeld: f.gauge("eventrouter_destination_held",
 			"1 while a destination is held as a whole (unreachable, throttled, credentials refused): no attempt is counted against its events.", "processor", "destination"),
+		ProcessorDetached: f.gauge("eventrouter_processor_detached",
+			"1 while a processor is detached from a stream (its queue stayed full) and catches up from the source's history.", "processor", "stream"),
 		DeadLetters: f.counter("eventrouter_dead_letters_total", "Events given up on.", "processor", "reason"),
 		EBBatchEntries: f.histogram("eventrouter_eventbridge_batch_entries", "Entries per PutEvents call.",
 			[]float64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, "processor"),
