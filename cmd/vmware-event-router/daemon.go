@@ -299,7 +299,7 @@ func (d *daemon) degraded() []string {
 func (d *daemon) run(ctx context.Context) error {
 	defer d.closeAll()
 	d.log.Info("vmware-event-router starting", "streams", d.streamNames(), "processors", d.procNames(),
-		"filters", len(d.cfg.Filters), "metrics", "http://"+d.server.Addr())
+		"filters", len(d.cfg.Filters), "metrics", metricsScheme(d.cfg.Metrics)+d.server.Addr())
 
 	procCtx, stopProc := context.WithCancel(context.Background())
 	defer stopProc()
@@ -404,4 +404,13 @@ func (p *pipeline) procNames() []string {
 		names[i] = pr.cfg.Name
 	}
 	return names
+}
+
+// metricsScheme is how the metrics server is reached: https when it has a
+// certificate, so the start-up line can be pasted into a browser or `top`.
+func metricsScheme(m config.Metrics) string {
+	if m.TLSCertFile != "" {
+		return "https://"
+	}
+	return "http://"
 }
