@@ -14,6 +14,7 @@ import (
 	"github.com/vmware-samples/vmware-event-router/filters"
 	"github.com/vmware-samples/vmware-event-router/gateway"
 	"github.com/vmware-samples/vmware-event-router/gateway/checkpoint"
+	"github.com/vmware-samples/vmware-event-router/gateway/cloudevents"
 	"github.com/vmware-samples/vmware-event-router/gateway/config"
 	"github.com/vmware-samples/vmware-event-router/gateway/deadletter"
 	"github.com/vmware-samples/vmware-event-router/gateway/eventbridge"
@@ -159,6 +160,14 @@ func newProc(ctx context.Context, cfg *config.Config, pc config.Processor, m *me
 		}
 		pr.processor = processor
 		disp.StatsName, disp.QueueSize, disp.RetryLimit = c.RuleARN, c.QueueSize, c.RetryLimit
+	case pc.CloudEvents != nil:
+		c := pc.CloudEvents
+		processor, err := cloudevents.New(cloudevents.Config(*c), log, m)
+		if err != nil {
+			return nil, err
+		}
+		pr.processor = processor
+		disp.StatsName, disp.Concurrency, disp.QueueSize, disp.RetryLimit = processor.StatsName(), c.Concurrency, c.QueueSize, c.RetryLimit
 	default:
 		pr.processor = stdout.New(out)
 		disp.StatsName = "stdout"

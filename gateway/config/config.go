@@ -30,9 +30,11 @@ type Config struct {
 	VCenter *VCenter
 	VCSim   *VCSim
 
-	// The first processor entry: OpenFaaS, EventBridge or Stdout.
+	// The first processor entry: OpenFaaS, EventBridge, CloudEvents or
+	// Stdout.
 	OpenFaaS    *OpenFaaS
 	EventBridge *EventBridge
+	CloudEvents *CloudEvents
 	Stdout      *Stdout
 
 	// Filters are the user's WebAssembly filters, in the order they run.
@@ -62,12 +64,13 @@ func (s Stream) Provider() string {
 	return ProviderVCenter
 }
 
-// Processor is one processor entry: exactly one of OpenFaaS, EventBridge
-// and Stdout is set.
+// Processor is one processor entry: exactly one of OpenFaaS, EventBridge,
+// CloudEvents and Stdout is set.
 type Processor struct {
 	Name        string // its "name", by default its provider name
 	OpenFaaS    *OpenFaaS
 	EventBridge *EventBridge
+	CloudEvents *CloudEvents
 	Stdout      *Stdout
 	Pattern     *pattern.Pattern // the "pattern" option; nil without one
 	Streams     []string         // the "streams" option; empty: every stream
@@ -80,6 +83,8 @@ func (p Processor) Provider() string {
 		return ProviderOpenFaaS
 	case p.EventBridge != nil:
 		return ProviderEventBridge
+	case p.CloudEvents != nil:
+		return ProviderCloudEvents
 	}
 	return ProviderStdout
 }
@@ -122,6 +127,7 @@ const (
 	ProviderVCSim       = "vcsim"
 	ProviderOpenFaaS    = "openfaas"
 	ProviderEventBridge = "aws_event_bridge"
+	ProviderCloudEvents = "cloudevents"
 	ProviderStdout      = "stdout"
 	ProviderWasm        = "wasm"
 	ProviderInternal    = "internal"
@@ -176,6 +182,26 @@ type EventBridge struct {
 	BatchLinger     time.Duration
 	RetryLimit      int
 	QueueSize       int
+}
+
+// CloudEvents is the processor/cloudevents entry: any CloudEvents HTTP
+// sink. Its fields are those of cloudevents.Config, in the same order, so
+// the daemon converts one into the other.
+type CloudEvents struct {
+	Name        string
+	Address     string // the sink URL
+	Mode        string // "binary" or "structured"
+	Auth        string // "none", "basic_auth" or "bearer_token"
+	Username    string
+	Password    Secret
+	Token       Secret
+	TokenFile   string
+	Timeout     time.Duration
+	Concurrency int
+	RetryLimit  int
+	QueueSize   int
+	Insecure    bool
+	CAFile      string
 }
 
 // Stdout is the processor/stdout entry: one CloudEvent JSON per line.

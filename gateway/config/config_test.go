@@ -467,3 +467,57 @@ func TestDuplicateNamesAcrossEntries(t *testing.T) {
 		t.Errorf("got %v\nwant it to contain %s", err, want)
 	}
 }
+
+// TestCloudEventsEntry: the processor/cloudevents entry with its defaults,
+// and each auth method.
+func TestCloudEventsEntry(t *testing.T) {
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tokenFile, []byte("t"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const sink = "http://broker-ingress.knative-eventing.svc.cluster.local/vmware/default"
+	for _, tc := range []struct {
+		name string
+		auth map[string]any
+		opts map[string]any
+		want CloudEvents
+	}{
+		{"defaults", nil, nil, CloudEvents{}},
+		{"none, structured", map[string]any{"method": "none"}, map[string]any{"mode": "structured", "timeout": "5s", "insecure": "true"},
+			CloudEvents{Auth: "none", Mode: "structured", Timeout: 5 * time.Second, Insecure: true}},
+		{"basic", map[string]any{"method": "basic_auth", "secret": map[string]any{"username": "u", "password": "p"}}, nil,
+			CloudEvents{Auth: "basic_auth", Username: "u", Password: "p"}},
+		{"token", map[string]any{"method": "bearer_token", "secret": map[string]any{"token": "t"}}, nil,
+			CloudEvents{Auth: "bearer_token", Token: "t"}},
+		{"token_file", map[string]any{"method": "bearer_token", "secret": map[string]any{"token_file": tokenFile}}, nil,
+			CloudEvents{Auth: "bearer_token", TokenFile: tokenFile}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			data := entries(t, func(es []map[string]any) {
+				es[1] = map[string]any{"type": "processor", "provider": "cloudevents", "address": sink}
+				if tc.auth != nil {
+					es[1]["auth"] = tc.auth
+				}
+				if tc.opts != nil {
+					es[1]["options"] = tc.opts
+				}
+			})
+			cfg, err := Parse("config.json", data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := tc.want
+			want.Name, want.Address = ProviderCloudEvents, sink
+			if want.Mode == "" {
+				want.Mode = "binary"
+			}
+			if want.Timeout == 0 {
+				want.Timeout = 30 * time.Second
+			}
+			want.Concurrency, want.RetryLimit, want.QueueSize = 64, 20, 10000
+			if cfg.CloudEvents == nil || *cfg.CloudEvents != want || cfg.ProcessorProvider() != ProviderCloudEvents {
+				t.Errorf("got %#v (provider %s)\nwant %#v", cfg.CloudEvents, cfg.ProcessorProvider(), want)
+			}
+		})
+	}
+}

@@ -382,6 +382,7 @@ var kinds = map[[2]string]func(*entryCtx){
 	{TypeStream, ProviderVCSim}:          vcsimEntry,
 	{TypeProcessor, ProviderOpenFaaS}:    openfaasEntry,
 	{TypeProcessor, ProviderEventBridge}: eventbridgeEntry,
+	{TypeProcessor, ProviderCloudEvents}: cloudeventsEntry,
 	{TypeProcessor, ProviderStdout}:      stdoutEntry,
 	{TypeFilter, ProviderWasm}:           wasmEntry,
 	{TypeMetrics, ProviderInternal}:      metricsEntry,
@@ -507,10 +508,10 @@ func readEntry(e *entryCtx, check func(*entryCtx)) {
 			cfg.VCenter, cfg.VCSim = vc, sim
 		}
 	case TypeProcessor:
-		of, eb, so := cfg.OpenFaaS, cfg.EventBridge, cfg.Stdout
-		cfg.OpenFaaS, cfg.EventBridge, cfg.Stdout = nil, nil, nil
+		of, eb, ce, so := cfg.OpenFaaS, cfg.EventBridge, cfg.CloudEvents, cfg.Stdout
+		cfg.OpenFaaS, cfg.EventBridge, cfg.CloudEvents, cfg.Stdout = nil, nil, nil, nil
 		check(e)
-		p := Processor{Name: e.name, OpenFaaS: cfg.OpenFaaS, EventBridge: cfg.EventBridge, Stdout: cfg.Stdout}
+		p := Processor{Name: e.name, OpenFaaS: cfg.OpenFaaS, EventBridge: cfg.EventBridge, CloudEvents: cfg.CloudEvents, Stdout: cfg.Stdout}
 		if raw := e.option("pattern", ""); raw != "" {
 			pat, err := pattern.Compile(raw)
 			if err != nil {
@@ -538,7 +539,7 @@ func readEntry(e *entryCtx, check func(*entryCtx)) {
 		if len(cfg.Processors) == 1 {
 			cfg.Pattern = p.Pattern
 		} else {
-			cfg.OpenFaaS, cfg.EventBridge, cfg.Stdout = of, eb, so
+			cfg.OpenFaaS, cfg.EventBridge, cfg.CloudEvents, cfg.Stdout = of, eb, ce, so
 		}
 	default:
 		check(e)
@@ -1006,6 +1007,59 @@ func eventbridgeEntry(e *entryCtx) {
 	c.RetryLimit = e.intOption("retry_limit", "20", 0)
 	c.QueueSize = e.intOption("queue_size", "10000", 1)
 	e.v.cfg.EventBridge = c
+}
+
+func cloudeventsEntry(e *entryCtx) {
+	c := &CloudEvents{Name: e.name, Auth: e.method}
+	if e.address == "" {
+		e.problem("address", "required field is missing (the sink URL, e.g. http://broker-ingress.knative-eventing.svc.cluster.local/NAMESPACE/default)")
+	} else {
+		c.Address = e.urlField("address", e.address, "")
+	}
+	if e.method == "bearer_token" {
+		c.Token, c.TokenFile = e.bearerToken()
+	} else {
+		s := e.auth([]string{"", "none", "basic_auth", "bearer_token"}, map[string][]string{"basic_auth": {"username", "password"}})
+		c.Username, c.Password = s["username"], Secret(s["password"])
+	}
+	switch c.Mode = e.option("mode", "binary"); c.Mode {
+	case "binary", "structured":
+	default:
+		e.problem("options.mode", `must be "binary" or "structured", got %q`, c.Mode)
+	}
+	c.Timeout = e.durationOption("timeout", "30s")
+	c.Concurrency = e.intOption("concurrency", "64", 1)
+	c.RetryLimit = e.intOption("retry_limit", "20", 0)
+	c.QueueSize = e.intOption("queue_size", "10000", 1)
+	c.Insecure = e.boolOption("insecure", "false")
+	c.CAFile = e.fileOption("ca_file")
+	e.v.cfg.CloudEvents = c
+}
+
+// bearerToken reads auth.secret for auth.method "bearer_token": exactly
+// one of token (the token itself) and token_file (a file holding it,
+// checked to exist here and re-read by the processor when it changes).
+func (e *entryCtx) bearerToken() (Secret, string) {
+	for k := range e.secret {
+		if k != "token" && k != "token_file" {
+			e.problem("auth.secret."+k, "unknown field (allowed: token or token_file)")
+		}
+	}
+	token, hasToken := e.secret["token"]
+	file, hasFile := e.secret["token_file"]
+	switch {
+	case hasToken == hasFile:
+		e.problem("auth.secret", `auth.method "bearer_token" takes exactly one of token and token_file`)
+	case hasToken && token == "":
+		e.problem("auth.secret.token", "must not be empty")
+	case hasFile && file == "":
+		e.problem("auth.secret.token_file", "must not be empty")
+	case hasFile && !e.v.offline:
+		if _, err := os.Stat(file); err != nil {
+			e.problem("auth.secret.token_file", "cannot read %q: %v", file, errors.Unwrap(err))
+		}
+	}
+	return Secret(token), file
 }
 
 func stdoutEntry(e *entryCtx) {
