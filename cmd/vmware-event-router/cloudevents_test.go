@@ -5,10 +5,8 @@ package main
 // on sdk-go. Helpers here are prefixed "ce".
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -17,34 +15,25 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cloudevents/sdk-go/v2/client"
-	ce "github.com/cloudevents/sdk-go/v2/event"
-	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 	"github.com/vmware/govmomi/vim25/types"
 
+	"github.com/vmware-samples/vmware-event-router/internal/cetest"
 	"github.com/vmware-samples/vmware-event-router/internal/vcsimtest"
 )
 
-// ceReceiver is a CloudEvents sink on sdk-go's HTTP protocol that accepts
-// only requests with the bearer token want, as an OIDC-protected Broker
-// does, and keeps every event it decodes.
+// ceReceiver is a CloudEvents sink built on sdk-go that accepts only
+// requests with the bearer token want, as an OIDC-protected Broker does.
 type ceReceiver struct {
-	url string
+	*cetest.Receiver
 
 	mu      sync.Mutex
-	events  []ce.Event
 	refused int
 }
 
 func ceStartReceiver(t *testing.T, want string) *ceReceiver {
 	t.Helper()
 	r := &ceReceiver{}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.url = "http://" + ln.Addr().String() + "/vmware/default"
-	auth := func(next http.Handler) http.Handler {
+	r.Receiver = cetest.Start(t, "/vmware/default", func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 			if req.Header.Get("Authorization") != "Bearer "+want {
 				r.mu.Lock()
@@ -55,29 +44,6 @@ func ceStartReceiver(t *testing.T, want string) *ceReceiver {
 			}
 			next.ServeHTTP(w, req)
 		})
-	}
-	p, err := cehttp.New(cehttp.WithListener(ln), cehttp.WithPath("/vmware/default"), cehttp.WithMiddleware(auth))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := client.New(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- c.StartReceiver(ctx, func(e ce.Event) {
-			r.mu.Lock()
-			defer r.mu.Unlock()
-			r.events = append(r.events, e)
-		})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("receiver: %v", err)
-		}
 	})
 	return r
 }
@@ -86,10 +52,8 @@ func ceStartReceiver(t *testing.T, want string) *ceReceiver {
 // received, in arrival order.
 func (r *ceReceiver) powerOffs(t *testing.T) map[string][]int32 {
 	t.Helper()
-	r.mu.Lock()
-	defer r.mu.Unlock()
 	out := map[string][]int32{}
-	for _, e := range r.events {
+	for _, e := range r.Events() {
 		if e.Subject() != "VmPoweredOffEvent" {
 			continue
 		}
@@ -119,7 +83,7 @@ func TestCloudEventsProcessor(t *testing.T) {
 	sim := vcsimtest.Start(t)
 	vms := sim.CreateVMs("ce-vm", 4)
 	path := writeConfig(t, sim.Config(),
-		map[string]any{"type": "processor", "provider": "cloudevents", "address": r.url,
+		map[string]any{"type": "processor", "provider": "cloudevents", "address": r.URL,
 			"auth": map[string]any{"method": "bearer_token", "secret": map[string]any{"token_file": tokenFile}}},
 		metricsEntry("127.0.0.1:0"))
 	d := startDaemon(t, path)
@@ -162,7 +126,7 @@ func TestCloudEventsProcessor(t *testing.T) {
 			t.Errorf("the token is in the %s", what)
 		}
 	}
-	if !strings.Contains(stats, r.url) {
-		t.Errorf("/stats does not name the sink %s", r.url)
+	if !strings.Contains(stats, r.URL) {
+		t.Errorf("/stats does not name the sink %s", r.URL)
 	}
 }

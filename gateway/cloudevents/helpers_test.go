@@ -7,33 +7,30 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/cloudevents/sdk-go/v2/client"
 	ce "github.com/cloudevents/sdk-go/v2/event"
-	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/vmware-samples/vmware-event-router/gateway"
 	"github.com/vmware-samples/vmware-event-router/gateway/metrics"
+	"github.com/vmware-samples/vmware-event-router/internal/cetest"
 	"github.com/vmware-samples/vmware-event-router/internal/testutil"
 )
 
-// receiver is a CloudEvents sink built on sdk-go: its HTTP protocol,
-// listening on a loopback port, and client.StartReceiver decode every
-// request the sink accepts. In front of it (the protocol's middleware),
+// receiver is a CloudEvents sink built on sdk-go (cetest): its HTTP
+// protocol and client.StartReceiver decode every request the sink accepts. In front of it (the protocol's middleware),
 // like an auth proxy or a Broker's ingress, the sink checks the
 // Authorization header (when want is set) and answers the scripted faults
 // and rejections first.
 type receiver struct {
 	url string
+	sdk *cetest.Receiver
 
 	mu       sync.Mutex
-	events   []ce.Event
 	requests []request // every request, accepted or not
 	faults   []fault   // answered, in order, before any request is passed on
 	reject   map[string]int
@@ -58,34 +55,8 @@ type fault struct {
 func newReceiver(t testing.TB) *receiver {
 	t.Helper()
 	r := &receiver{reject: map[string]int{}}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.url = "http://" + ln.Addr().String() + "/"
-	p, err := cehttp.New(cehttp.WithListener(ln), cehttp.WithMiddleware(r.front))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := client.New(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- c.StartReceiver(ctx, func(e ce.Event) {
-			r.mu.Lock()
-			defer r.mu.Unlock()
-			r.events = append(r.events, e)
-		})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("receiver: %v", err)
-		}
-	})
+	r.sdk = cetest.Start(t, "/", r.front)
+	r.url = r.sdk.URL
 	return r
 }
 
@@ -145,11 +116,7 @@ func (r *receiver) setWant(auth string) {
 	r.want = auth
 }
 
-func (r *receiver) received() []ce.Event {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]ce.Event(nil), r.events...)
-}
+func (r *receiver) received() []ce.Event { return r.sdk.Events() }
 
 func (r *receiver) seen() []request {
 	r.mu.Lock()
