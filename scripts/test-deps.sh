@@ -12,6 +12,9 @@ command -v wat2wasm >/dev/null 2>&1 || need_apt+=(wabt)
 command -v readelf >/dev/null 2>&1 || need_apt+=(binutils)
 command -v clang >/dev/null 2>&1 || need_apt+=(clang)
 command -v wasm-ld >/dev/null 2>&1 || need_apt+=(lld)
+# internal/cesdk decodes requests with the CloudEvents JavaScript SDK.
+command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
+command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 [ -d /usr/include/wasm32-wasi ] || [ -d /usr/lib/wasm32-wasi ] || need_apt+=(wasi-libc)
 dpkg -s libclang-rt-dev-wasm32 >/dev/null 2>&1 || dpkg -l 'libclang-rt-*-dev-wasm32' 2>/dev/null | grep -q '^ii' || need_apt+=(libclang-rt-dev-wasm32)
 if ((${#need_apt[@]})); then
@@ -20,6 +23,15 @@ if ((${#need_apt[@]})); then
 	if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
 	$SUDO apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+# The JavaScript SDK at the version package-lock.json pins, installed again
+# only when node_modules is missing or was installed from another lock file.
+cesdk="$(dirname "$0")/../internal/cesdk"
+if ! cmp -s "$cesdk/package-lock.json" "$cesdk/node_modules/.evr-installed-lock" 2>/dev/null; then
+	echo "test-deps: npm ci in $cesdk"
+	(cd "$cesdk" && npm ci --no-audit --no-fund --loglevel=error)
+	cp "$cesdk/package-lock.json" "$cesdk/node_modules/.evr-installed-lock"
 fi
 
 if ! command -v moto_server >/dev/null 2>&1; then
