@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	ce "github.com/cloudevents/sdk-go/v2/event"
+
 	"github.com/vmware-samples/vmware-event-router/gateway"
 	"github.com/vmware-samples/vmware-event-router/gateway/config"
 )
@@ -419,6 +421,37 @@ func TestNewErrors(t *testing.T) {
 		_, err := New(tc.cfg, nil, nil)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%+v: %v, want %q", tc.cfg, err, tc.want)
+		}
+	}
+}
+
+// TestRewrittenEvent: an event a filter rewrote (an extension added, data
+// that is not JSON) reaches an sdk-go receiver whole in both modes.
+func TestRewrittenEvent(t *testing.T) {
+	t.Parallel()
+	orig := newEvent(t, "VmPoweredOffEvent", "vm-1", 1)
+	e := ce.New()
+	e.SetID(orig.ID)
+	e.SetSource(orig.Source)
+	e.SetType("com.example.rewritten")
+	e.SetSubject("vm-1 powered off")
+	e.SetExtension("vsphereteam", "ops")
+	if err := e.SetData("text/plain", []byte("vm-1 is off")); err != nil {
+		t.Fatal(err)
+	}
+	data, err := json.Marshal(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev, err := gateway.ParseReplacement(data, orig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mode := range []string{ModeBinary, ModeStructured} {
+		_, g := deliverOnce(t, mode, ev)
+		if g.Type() != "com.example.rewritten" || g.Subject() != "vm-1 powered off" || g.Extensions()["vsphereteam"] != "ops" ||
+			g.DataContentType() != "text/plain" || string(g.Data()) != "vm-1 is off" {
+			t.Errorf("%s: received %s, want the rewritten event", mode, g.String())
 		}
 	}
 }

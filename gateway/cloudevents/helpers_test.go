@@ -276,3 +276,24 @@ func checkAll(t testing.TB, r *receiver, evs []*gateway.Event) {
 		}
 	}
 }
+
+// deliverOnce delivers ev in mode to a new receiver and returns the one
+// request it saw and the event sdk-go decoded from it.
+func deliverOnce(t *testing.T, mode string, ev *gateway.Event) (request, ce.Event) {
+	t.Helper()
+	r := newReceiver(t)
+	cfg := testConfig(r)
+	cfg.Mode = mode
+	p, err := New(cfg, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Deliver(t.Context(), p.target, []*gateway.Event{ev})[0]; err != nil {
+		t.Fatalf("%s mode: Deliver: %v", mode, err)
+	}
+	seen, got := r.seen(), r.received()
+	if len(seen) != 1 || len(got) != 1 {
+		t.Fatalf("%s mode: %d requests and %d events received, want 1", mode, len(seen), len(got))
+	}
+	return seen[0], got[0]
+}

@@ -24,21 +24,8 @@ func TestSDKsDecode(t *testing.T) {
 	modes := []string{ModeBinary, ModeStructured}
 	var reqs []cesdk.Request
 	for _, mode := range modes {
-		r := newReceiver(t)
-		cfg := testConfig(r)
-		cfg.Mode = mode
-		p, err := New(cfg, nil, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := p.Deliver(t.Context(), p.target, []*gateway.Event{ev})[0]; err != nil {
-			t.Fatalf("%s: Deliver: %v", mode, err)
-		}
-		seen := r.seen()
-		if len(seen) != 1 {
-			t.Fatalf("%s: %d requests, want 1", mode, len(seen))
-		}
-		reqs = append(reqs, cesdk.Request{Header: seen[0].header, Body: seen[0].body})
+		req, _ := deliverOnce(t, mode, ev)
+		reqs = append(reqs, cesdk.Request{Header: req.header, Body: req.body})
 	}
 	for sdk, decode := range cesdk.Decoders {
 		wantTime := ev.Time
