@@ -23,6 +23,7 @@ import (
 	sigsjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
 
+	"github.com/vmware-samples/vmware-event-router/gateway/cloudevents"
 	"github.com/vmware-samples/vmware-event-router/gateway/config"
 	_ "github.com/vmware-samples/vmware-event-router/gateway/providers" // the stream and processor kinds the loader knows
 )
@@ -53,6 +54,7 @@ var exampleConfigs = []struct {
 }{
 	{"event-router-config-openfaas.json", config.ProviderOpenFaaS},
 	{"event-router-config-aws.json", config.ProviderEventBridge},
+	{"event-router-config-knative.json", cloudevents.Name},
 }
 
 // kustomization is the part of kustomize's Kustomization this directory
@@ -798,7 +800,7 @@ func TestExampleConfigsLoad(t *testing.T) {
 // placeholder: the examples are committed, and copied into Secrets.
 func checkPlaceholders(t *testing.T, entries []map[string]any) {
 	t.Helper()
-	credentials := []string{"password", "aws_access_key_id", "aws_secret_access_key"}
+	credentials := []string{"password", "token", "aws_access_key_id", "aws_secret_access_key"}
 	for i, e := range entries {
 		auth, _ := e["auth"].(map[string]any)
 		secret, _ := auth["secret"].(map[string]any)

@@ -789,7 +789,7 @@ func (dst *destination) finish(it *item, err error) bool {
 			d.o.Log.Warn("delivery failed; retrying", "processor", d.o.ProcessorName, "destination", dst.name,
 				"key", it.ev.Key, "subject", it.ev.Subject, "err", err)
 		}
-		wait := backoff(d.o.BackoffMin, d.o.BackoffMax, attempts)
+		wait := max(backoff(d.o.BackoffMin, d.o.BackoffMax, attempts), RetryAfterOf(err))
 		time.AfterFunc(wait, func() {
 			dst.mu.Lock()
 			dst.ready = append(dst.ready, it.key)

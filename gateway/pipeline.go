@@ -130,6 +130,38 @@ func Permanent(err error) error {
 	return permanentError{err}
 }
 
+type retryAfterError struct {
+	err   error
+	after time.Duration
+}
+
+func (e retryAfterError) Error() string { return e.err.Error() }
+func (e retryAfterError) Unwrap() error { return e.err }
+
+// MaxRetryAfter caps how long a destination's Retry-After may delay one
+// event's next attempt: a sink asking for an hour still gets tried again.
+const MaxRetryAfter = 5 * time.Minute
+
+// RetryAfter marks a retryable err with how long the destination asked to
+// wait (an HTTP Retry-After): the dispatcher waits at least that long, up
+// to MaxRetryAfter, before the event's next attempt, instead of its own
+// shorter backoff.
+func RetryAfter(err error, d time.Duration) error {
+	if err == nil || d <= 0 {
+		return err
+	}
+	return retryAfterError{err, d}
+}
+
+// RetryAfterOf returns the wait err was marked with by RetryAfter, or 0.
+func RetryAfterOf(err error) time.Duration {
+	var r retryAfterError
+	if errors.As(err, &r) {
+		return min(r.after, MaxRetryAfter)
+	}
+	return 0
+}
+
 // IsUnreachable reports whether err was marked with Unreachable.
 func IsUnreachable(err error) bool {
 	var u unreachableError

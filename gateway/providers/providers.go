@@ -4,6 +4,7 @@
 package providers
 
 import (
+	"github.com/vmware-samples/vmware-event-router/gateway/cloudevents"
 	"github.com/vmware-samples/vmware-event-router/gateway/config"
 	"github.com/vmware-samples/vmware-event-router/gateway/eventbridge"
 	"github.com/vmware-samples/vmware-event-router/gateway/openfaas"
@@ -17,6 +18,7 @@ func init() {
 		vcenter.SimSpec,
 		openfaas.Spec,
 		eventbridge.Spec,
+		cloudevents.Spec,
 		stdout.Spec,
 	)
 }

@@ -39,7 +39,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"sync"
 	"time"
 
@@ -50,6 +49,7 @@ import (
 
 	"github.com/vmware-samples/vmware-event-router/gateway"
 	"github.com/vmware-samples/vmware-event-router/gateway/config"
+	"github.com/vmware-samples/vmware-event-router/gateway/internal/sinkhttp"
 	"github.com/vmware-samples/vmware-event-router/gateway/metrics"
 )
 
@@ -164,29 +164,13 @@ func New(cfg config.VCenter, log *slog.Logger, m *metrics.Metrics) (*Stream, err
 	}
 	tc := &tls.Config{InsecureSkipVerify: cfg.Insecure} //nolint:gosec // the user asked for it with options.insecure
 	if cfg.CAFile != "" {
-		pool, err := loadCAFile(cfg.CAFile)
+		pool, err := sinkhttp.CAPool(cfg.CAFile)
 		if err != nil {
 			return nil, fmt.Errorf("stream %s: options.ca_file: %w", config.ProviderVCenter, err)
 		}
 		tc.RootCAs = pool
 	}
 	return newStream(nameOr(cfg.Name, config.ProviderVCenter), cfg.Address, u, cfg.Username, cfg.Password, tc, log, m), nil
-}
-
-// loadCAFile returns the system roots plus the certificates of file.
-func loadCAFile(file string) (*x509.CertPool, error) {
-	pem, err := os.ReadFile(file)
-	if err != nil {
-		return nil, err
-	}
-	pool, err := x509.SystemCertPool()
-	if err != nil || pool == nil {
-		pool = x509.NewCertPool()
-	}
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("%s holds no PEM certificate", file)
-	}
-	return pool, nil
 }
 
 // nameOr returns the entry's name, by default its provider name.
