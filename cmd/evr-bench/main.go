@@ -16,6 +16,7 @@ import (
 	"io"
 	"math"
 	"net"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -127,8 +128,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.duration, "duration", 60*time.Second, "length of the steady phase")
 	fs.DurationVar(&o.idle, "idle", 60*time.Second, "idle time before the single event of the idle phase")
 	fs.IntVar(&o.burst, "burst", maxBurst, "events in the burst (at most 900)")
-	fs.StringVar(&o.processor, "processor", "stdout", "processor to deliver through: stdout or openfaas")
-	fs.DurationVar(&o.fnDelay, "fn-delay", 0, "how long the OpenFaaS function takes per call")
+	fs.StringVar(&o.processor, "processor", "stdout", "processor to deliver through: stdout, openfaas or cloudevents (a CloudEvents sink on sdk-go, binary mode)")
+	fs.DurationVar(&o.fnDelay, "fn-delay", 0, "how long the OpenFaaS function (or the CloudEvents sink) takes per call")
 	fs.BoolVar(&o.quick, "quick", false, "a run of a few seconds (overrides -rate, -duration, -idle, -burst)")
 	fs.StringVar(&o.csv, "csv", "", "also write every delivery (key, VM, created, delivered, latency) to this CSV file")
 	fs.Func("streams", "measure several streams instead: these counts of streams (e.g. 1,4,16), one simulator each, one stdout processor taking all; -rate and -burst are per stream (defaults 10 and 300), -duration 10s, -idle 5s", func(s string) error {
@@ -182,8 +183,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return o, fmt.Errorf("-idle: must not be negative, got %v", o.idle)
 	case o.burst < 1 || o.burst > maxBurst:
 		return o, fmt.Errorf("-burst: must be 1 to %d (the simulator keeps about 1,000 events), got %d", maxBurst, o.burst)
-	case o.processor != "stdout" && o.processor != "openfaas":
-		return o, fmt.Errorf(`-processor: must be "stdout" or "openfaas", got %q`, o.processor)
+	case o.processor != "stdout" && o.processor != "openfaas" && o.processor != "cloudevents":
+		return o, fmt.Errorf(`-processor: must be "stdout", "openfaas" or "cloudevents", got %q`, o.processor)
 	case o.fnDelay < 0:
 		return o, fmt.Errorf("-fn-delay: must not be negative, got %v", o.fnDelay)
 	}
@@ -193,10 +194,11 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 // bench holds the peers and the router process of one run.
 type bench struct {
 	routerProc
-	o   options
-	vc  *vcenter
-	gw  *faasGateway
-	rec *recorder
+	o    options
+	vc   *vcenter
+	gw   *faasGateway
+	sink *httptest.Server // -processor cloudevents
+	rec  *recorder
 }
 
 func newBench(ctx context.Context, o options) (_ *bench, err error) {
@@ -220,6 +222,10 @@ func newBench(ctx context.Context, o options) (_ *bench, err error) {
 			"auth":    map[string]any{"method": "basic_auth", "secret": map[string]string{"username": b.gw.user, "password": b.gw.password}},
 			"options": map[string]string{"async": "false"},
 		}
+	}
+	if o.processor == "cloudevents" {
+		b.sink = startSink(b.rec, o.fnDelay)
+		processor = map[string]any{"type": "processor", "provider": "cloudevents", "address": b.sink.URL}
 	}
 	if err := b.writeConfig(b.vc.streamEntry(""), processor); err != nil {
 		return nil, err
@@ -249,6 +255,9 @@ func (b *bench) close() {
 	b.routerProc.close()
 	if b.gw != nil {
 		b.gw.srv.Close()
+	}
+	if b.sink != nil {
+		b.sink.Close()
 	}
 	if b.vc != nil {
 		b.vc.close()
@@ -620,6 +629,10 @@ func (r *report) String() string {
 		fmt.Fprintf(w, ", function takes %v", o.fnDelay)
 	case o.processor == "openfaas":
 		w.WriteString(", instant function")
+	case o.processor == "cloudevents" && o.fnDelay > 0:
+		fmt.Fprintf(w, " in binary mode, sink takes %v", o.fnDelay)
+	case o.processor == "cloudevents":
+		w.WriteString(" in binary mode, instant sink")
 	}
 	fmt.Fprintf(w, ")\n\n`%s`\n\nrouter %s; %s; simulator with %d VMs\n\n", r.command, r.routerVersion, r.env, r.vms)
 	w.WriteString("| measure | result | target | predecessor |\n|---|---|---|---|\n")

@@ -21,6 +21,7 @@ func TestQuick(t *testing.T) {
 	}{
 		{"stdout", nil},
 		{"openfaas", []string{"-processor", "openfaas", "-fn-delay", "10ms"}},
+		{"cloudevents", []string{"-processor", "cloudevents"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var stdout, stderr bytes.Buffer
@@ -91,7 +92,7 @@ func TestParseFlags(t *testing.T) {
 		{"quick", []string{"-quick"}, ""},
 		{"burst too large", []string{"-burst", "901"}, "-burst: must be 1 to 900"},
 		{"zero rate", []string{"-rate", "0"}, "-rate: must be above 0"},
-		{"unknown processor", []string{"-processor", "aws"}, `-processor: must be "stdout" or "openfaas"`},
+		{"unknown processor", []string{"-processor", "aws"}, `-processor: must be "stdout", "openfaas" or "cloudevents"`},
 		{"negative delay", []string{"-fn-delay", "-1s"}, "-fn-delay: must not be negative"},
 		{"stray argument", []string{"extra"}, `unexpected argument "extra"`},
 		{"streams", []string{"-streams", "1,4,16", "-repeat", "3"}, ""},

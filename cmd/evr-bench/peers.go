@@ -19,6 +19,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cloudevents/sdk-go/v2/binding"
+	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 	"github.com/google/uuid"
 	"github.com/openfaas/faas-provider/types"
 	"github.com/vmware/govmomi"
@@ -419,6 +421,38 @@ func startGateway(rec *recorder, user, password string, delay time.Duration) *fa
 	})
 	g.srv = httptest.NewServer(mux)
 	return g
+}
+
+// startSink is a CloudEvents sink as a consumer on sdk-go reads one: each
+// request decoded with the SDK's HTTP binding (binary or structured),
+// recorded on arrival, answered 202 (as a Knative Broker) after delay.
+func startSink(rec *recorder, delay time.Duration) *httptest.Server {
+	return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		at := time.Now()
+		ev, err := binding.ToEvent(r.Context(), cehttp.NewMessageFromHttpRequest(r))
+		if err != nil {
+			rec.fail(fmt.Errorf("sink: not a CloudEvent: %w", err))
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		body, err := json.Marshal(ev) // structured JSON: what parseDelivery reads
+		if err != nil {
+			rec.fail(fmt.Errorf("sink: %w", err))
+		} else if d, ok, err := parseDelivery(body, at); err != nil {
+			rec.fail(fmt.Errorf("sink: %w", err))
+		} else if ok {
+			rec.add(d)
+		}
+		if delay > 0 {
+			t := time.NewTimer(delay)
+			defer t.Stop()
+			select {
+			case <-t.C:
+			case <-r.Context().Done():
+			}
+		}
+		w.WriteHeader(http.StatusAccepted)
+	}))
 }
 
 // procStat is a process's CPU time and memory from /proc.
