@@ -64,9 +64,12 @@ type Filter struct {
 	hasInit   bool
 	hasEvInit bool
 
-	// pool holds pool_size slots; a nil slot is one whose instance was
-	// discarded and is created again on use.
+	// The pool_size slots: pool holds the idle instances, vacant a token
+	// per slot without one (never started, or its instance discarded),
+	// which gets an instance when used. A call takes an idle instance
+	// before it starts a new one.
 	pool      chan *instance
+	vacant    chan struct{}
 	done      chan struct{}
 	closeOnce sync.Once
 	breaker   breaker // see breaker.go
@@ -117,7 +120,14 @@ func readModule(path string) ([]byte, error) {
 		}
 		r = zr
 	}
-	bin, err := io.ReadAll(io.LimitReader(r, MaxModuleSize+1))
+	// A buffer of the file's size (a .wasm.gz grows from it): io.ReadAll
+	// would start small and copy a 3 MB Go module ~10 times.
+	var buf bytes.Buffer
+	if fi, err := fh.Stat(); err == nil && fi.Size() < MaxModuleSize {
+		buf.Grow(int(fi.Size()) + bytes.MinRead)
+	}
+	_, err = buf.ReadFrom(io.LimitReader(r, MaxModuleSize+1))
+	bin := buf.Bytes()
 	if err != nil {
 		return nil, fmt.Errorf("read: %w", err)
 	}
@@ -154,6 +164,7 @@ func (h *Host) load(ctx context.Context, path string, bin []byte, opts config.Wa
 		name: filepath.Base(path), path: path, opts: opts, host: h,
 		hasStart: out.HasStart, config: []byte(opts.Config),
 		pool:     make(chan *instance, opts.PoolSize),
+		vacant:   make(chan struct{}, opts.PoolSize),
 		done:     make(chan struct{}),
 		errors:   map[string]prometheus.Counter{},
 		errLog:   limiter{rate: 1, burst: 10},
@@ -197,21 +208,19 @@ func (h *Host) load(ctx context.Context, path string, bin []byte, opts config.Wa
 	}
 	h.wd.observe(opts.Timeout)
 
-	// Start the whole pool now: evr_init runs in every instance, and a
-	// module that cannot start must fail here, not at the first event.
-	started := make([]*instance, 0, opts.PoolSize)
-	for range opts.PoolSize {
-		in, err := f.newInstance(ctx)
-		if err != nil {
-			for _, in := range started {
-				in.close()
-			}
-			return nil, err
-		}
-		started = append(started, in)
+	// Start one instance now: a module that cannot start (its start
+	// function, _initialize or evr_init fails) must fail here, not at the
+	// first event. The other slots start empty and get their instance when
+	// first used, as a discarded one is replaced: a Go instance costs its
+	// runtime's start and ~4 MiB, which a filter that never sees
+	// concurrent events would pay for nothing at every start and reload.
+	in, err := f.newInstance(ctx)
+	if err != nil {
+		return nil, err
 	}
-	for _, in := range started {
-		f.pool <- in
+	f.pool <- in
+	for range opts.PoolSize - 1 {
+		f.vacant <- struct{}{}
 	}
 	ok = true
 	return f, nil
@@ -236,7 +245,7 @@ func (f *Filter) Filter(ctx context.Context, ev *gateway.Event) filters.Result {
 	}
 	if in == nil {
 		if in, err = f.newInstance(ctx); err != nil {
-			f.pool <- nil
+			f.release(nil)
 			return f.failure(KindTrap, fmt.Errorf("cannot start an instance: %w", err))
 		}
 	}
@@ -245,7 +254,7 @@ func (f *Filter) Filter(ctx context.Context, ev *gateway.Event) filters.Result {
 		in.close()
 		in = nil
 	}
-	f.pool <- in
+	f.release(in)
 	if kind != "" {
 		return f.failure(kind, err)
 	}
@@ -253,7 +262,8 @@ func (f *Filter) Filter(ctx context.Context, ev *gateway.Event) filters.Result {
 	return res
 }
 
-// acquire takes a slot from the pool, waiting while all are busy.
+// acquire takes a slot: an idle instance, else a vacant slot (nil: the
+// caller starts its instance), waiting while all are busy.
 func (f *Filter) acquire(ctx context.Context) (*instance, error) {
 	select {
 	case in := <-f.pool:
@@ -263,11 +273,22 @@ func (f *Filter) acquire(ctx context.Context) (*instance, error) {
 	select {
 	case in := <-f.pool:
 		return in, nil
+	case <-f.vacant:
+		return nil, nil
 	case <-f.done:
 		return nil, errClosed
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
+}
+
+// release gives a slot back: in, or a vacant slot for nil.
+func (f *Filter) release(in *instance) {
+	if in == nil {
+		f.vacant <- struct{}{}
+		return
+	}
+	f.pool <- in
 }
 
 // late serves a call that reached f after Close. The Manager closes a
@@ -308,9 +329,9 @@ func (f *Filter) Close() error {
 			for waiting := true; waiting; {
 				select {
 				case in := <-f.pool:
-					if in != nil {
-						in.close()
-					}
+					in.close()
+					waiting = false
+				case <-f.vacant:
 					waiting = false
 				case <-grace.C:
 					t := time.NewTicker(maxTick)

@@ -401,3 +401,60 @@ func TestCanceledContextWhileWaiting(t *testing.T) {
 		t.Fatalf("got %v %v, want error context.Canceled", r.Verdict, r.Err)
 	}
 }
+
+// instances counts the started instances of f.
+func instances(f *Filter) int {
+	f.host.wd.mu.Lock()
+	defer f.host.wd.mu.Unlock()
+	n := 0
+	for in := range f.host.wd.insts {
+		if in.f == f {
+			n++
+		}
+	}
+	return n
+}
+
+func TestPoolStartsOneInstanceAndGrowsOnDemand(t *testing.T) {
+	e := newEnv(t)
+	f := e.load(t, "pass.wasm", passWAT, opts(func(o *config.WasmFilter) { o.PoolSize = 3 }))
+	if n := instances(f); n != 1 {
+		t.Fatalf("%d instances after Load, want 1 (the others start when used)", n)
+	}
+	// Calls one at a time reuse the idle instance.
+	for range 5 {
+		if r := f.Filter(context.Background(), event("A", "vm")); r.Verdict != filters.Pass {
+			t.Fatalf("verdict %v (%v)", r.Verdict, r.Err)
+		}
+	}
+	if n := instances(f); n != 1 {
+		t.Fatalf("%d instances after sequential calls, want 1", n)
+	}
+	// A call while the instance is busy starts a second one.
+	in := <-f.pool
+	if r := f.Filter(context.Background(), event("A", "vm")); r.Verdict != filters.Pass {
+		t.Fatalf("verdict %v (%v)", r.Verdict, r.Err)
+	}
+	f.pool <- in
+	if n := instances(f); n != 2 {
+		t.Fatalf("%d instances after a concurrent call, want 2", n)
+	}
+}
+
+// TestReplacementOutlivesCall: a replacement event keeps its own bytes
+// when the instance serves the next call.
+func TestReplacementOutlivesCall(t *testing.T) {
+	e := newEnv(t)
+	echo := guest(`(drop (call $read_event (i32.const 1024) (local.get $len)))
+	    (call $set_output (i32.const 1024) (local.get $len)) (i32.const 2)`, "")
+	f := e.load(t, "echo.wasm", echo, opts(func(o *config.WasmFilter) { o.PoolSize = 1 }))
+	first := event("VmPoweredOffEvent", "vm-first")
+	r1 := f.Filter(context.Background(), first)
+	r2 := f.Filter(context.Background(), event("VmPoweredOnEvent", "vm-second-with-a-longer-name"))
+	if r1.Verdict != filters.Replace || r2.Verdict != filters.Replace {
+		t.Fatalf("verdicts %v (%v), %v (%v)", r1.Verdict, r1.Err, r2.Verdict, r2.Err)
+	}
+	if !bytes.Equal(r1.Event.JSON, first.JSON) {
+		t.Fatalf("the first replacement changed under the second call: %s", r1.Event.JSON)
+	}
+}

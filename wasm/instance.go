@@ -1,6 +1,7 @@
 package wasm
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -348,7 +349,7 @@ func (in *instance) guarded(ctx context.Context, fn api.Function) (err error) {
 // replaced (it trapped, exited, timed out or ran out of memory).
 func (in *instance) call(ev *gateway.Event) (res filters.Result, kind string, err error, discard bool) {
 	in.event = ev.JSON
-	in.out, in.hasOut, in.outErr, in.errMsg = in.out[:0], false, "", in.errMsg[:0]
+	in.out, in.hasOut, in.outErr, in.errMsg = nil, false, "", in.errMsg[:0]
 	in.stack[0] = uint64(len(ev.JSON))
 	kind, err = in.invoke(in.fn, in.f.opts.Timeout)
 	in.event = nil
@@ -356,9 +357,7 @@ func (in *instance) call(ev *gateway.Event) (res filters.Result, kind string, er
 		return filters.Result{}, kind, err, true
 	}
 	res, kind, err = in.result(ev, uint32(in.stack[0]))
-	if cap(in.out) > 64<<10 && len(in.out) < cap(in.out)/4 {
-		in.out = nil // do not keep a large buffer for one large event
-	}
+	in.out = nil // the replacement's bytes belong to the event now
 	return res, kind, err, false
 }
 
@@ -430,7 +429,10 @@ func hostSetOutput(ctx context.Context, mod api.Module, stack []uint64) {
 		in.hasOut, in.outErr = false, fmt.Sprintf("output of %d bytes is over the %d byte limit", n, gateway.MaxEventSize)
 		return
 	}
-	in.out = append(in.out[:0], readIn(mod, "set_output", ptr, n)...)
+	// The one copy of the output: these bytes become the replacement
+	// event's JSON (cevent.Parse keeps them), so they are new each time,
+	// never a reused buffer.
+	in.out = bytes.Clone(readIn(mod, "set_output", ptr, n))
 	in.hasOut, in.outErr = true, ""
 }
 

@@ -20,6 +20,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
@@ -60,6 +61,8 @@ type options struct {
 	csv       string
 	streams   []int // -streams: the counts of streams to measure
 	repeat    int
+	filter    string // -filter: a Wasm module the router runs on every event
+	filterCfg string
 }
 
 func main() {
@@ -142,6 +145,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		}
 		return nil
 	})
+	fs.StringVar(&o.filter, "filter", "", "a Wasm filter module (.wasm) for the router to run on every event, to measure its cost")
+	fs.StringVar(&o.filterCfg, "filter-config", "", "the -filter module's config option")
 	fs.IntVar(&o.repeat, "repeat", 1, "with -streams: measure every count this many times, interleaved, and report the medians")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -171,6 +176,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return o, fmt.Errorf("-repeat: must be at least 1, got %d", o.repeat)
 	case o.repeat > 1 && len(o.streams) == 0:
 		return o, errors.New("-repeat: only with -streams")
+	case len(o.streams) > 0 && o.filter != "":
+		return o, errors.New("-filter: only without -streams")
 	case len(o.streams) > 0 && (o.processor != "stdout" || o.csv != ""):
 		return o, errors.New("-streams: measures the stdout processor, without -processor or -csv")
 	case fs.NArg() > 0:
@@ -227,7 +234,19 @@ func newBench(ctx context.Context, o options) (_ *bench, err error) {
 		b.sink = startSink(b.rec, o.fnDelay)
 		processor = map[string]any{"type": "processor", "provider": "cloudevents", "address": b.sink.URL}
 	}
-	if err := b.writeConfig(b.vc.streamEntry(""), processor); err != nil {
+	entries := []any{b.vc.streamEntry(""), processor}
+	if o.filter != "" {
+		if _, err := os.Stat(o.filter); err != nil {
+			return nil, fmt.Errorf("-filter: %w", err)
+		}
+		abs, err := filepath.Abs(o.filter)
+		if err != nil {
+			return nil, fmt.Errorf("-filter: %w", err)
+		}
+		entries = append(entries, map[string]any{"type": "filter", "provider": "wasm", "address": abs,
+			"options": map[string]string{"config": o.filterCfg, "timeout": "1s"}})
+	}
+	if err := b.writeConfig(entries...); err != nil {
 		return nil, err
 	}
 	return b, nil
@@ -633,6 +652,9 @@ func (r *report) String() string {
 		fmt.Fprintf(w, " in binary mode, sink takes %v", o.fnDelay)
 	case o.processor == "cloudevents":
 		w.WriteString(" in binary mode, instant sink")
+	}
+	if o.filter != "" {
+		fmt.Fprintf(w, ", Wasm filter %s", filepath.Base(o.filter))
 	}
 	fmt.Fprintf(w, ")\n\n`%s`\n\nrouter %s; %s; simulator with %d VMs\n\n", r.command, r.routerVersion, r.env, r.vms)
 	w.WriteString("| measure | result | target | predecessor |\n|---|---|---|---|\n")

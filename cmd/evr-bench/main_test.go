@@ -22,6 +22,8 @@ func TestQuick(t *testing.T) {
 		{"stdout", nil},
 		{"openfaas", []string{"-processor", "openfaas", "-fn-delay", "10ms"}},
 		{"cloudevents", []string{"-processor", "cloudevents"}},
+		// A read+replace filter on every event: they are still delivered.
+		{"wasm filter", []string{"-filter", "../../examples/filters/subject-map/subject-map.wasm", "-filter-config", "VmPoweredOnEvent=VmPoweredOnEvent"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var stdout, stderr bytes.Buffer
@@ -99,6 +101,7 @@ func TestParseFlags(t *testing.T) {
 		{"no streams", []string{"-streams", "0"}, "must be a comma-separated list of counts from 1 to 32"},
 		{"bad streams", []string{"-streams", "1,x"}, `got "x"`},
 		{"repeat without streams", []string{"-repeat", "3"}, "-repeat: only with -streams"},
+		{"filter with streams", []string{"-streams", "4", "-filter", "f.wasm"}, "-filter: only without -streams"},
 		{"streams through openfaas", []string{"-streams", "4", "-processor", "openfaas"}, "-streams: measures the stdout processor"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -56,27 +56,66 @@ func (e *Event) Raw(path ...string) ([]byte, bool) {
 // With returns a copy of the event with the top-level attribute attr set to
 // the string value (added if absent): With("subject", "VmStopped"). Use
 // it with Replace.
+//
+// Once passed to Replace, the copy belongs to the SDK: the router copies a
+// replacement when the handler returns, and the next event's With builds
+// in the same bytes, so that a filter rewriting every event leaves no
+// garbage (a Go guest's garbage collections were most of such a filter's
+// cost). Do not keep it past the handler.
 func (e *Event) With(attr, value string) ([]byte, error) {
-	quoted := quote(value)
 	if start, end, ok := member(e.json, attr); ok {
-		out := make([]byte, 0, len(e.json)-(end-start)+len(quoted))
+		out := outBuffer(len(e.json) - (end - start) + len(value) + 2)
 		out = append(out, e.json[:start]...)
-		out = append(out, quoted...)
-		return append(out, e.json[end:]...), nil
+		out = appendQuote(out, value)
+		return withOutput(append(out, e.json[end:]...)), nil
 	}
 	i := skipWS(e.json, 0)
 	if i >= len(e.json) || e.json[i] != '{' {
 		return nil, errors.New("event is not a JSON object")
 	}
-	out := make([]byte, 0, len(e.json)+len(attr)+len(quoted)+4)
+	out := outBuffer(len(e.json) + len(attr) + len(value) + 6)
 	out = append(out, e.json[:i+1]...)
-	out = append(out, quote(attr)...)
+	out = appendQuote(out, attr)
 	out = append(out, ':')
-	out = append(out, quoted...)
+	out = appendQuote(out, value)
 	if j := skipWS(e.json, i+1); j < len(e.json) && e.json[j] != '}' {
 		out = append(out, ',')
 	}
-	return append(out, e.json[i+1:]...), nil
+	return withOutput(append(out, e.json[i+1:]...)), nil
+}
+
+var (
+	// lastWith is the latest output of With during the current call.
+	lastWith []byte
+	// spare is a With output the router has copied: the next With builds
+	// in it.
+	spare []byte
+)
+
+// outBuffer returns an empty buffer of capacity n or more: the spare one
+// (at most once), else a new one.
+func outBuffer(n int) []byte {
+	b := spare
+	spare = nil
+	if cap(b) < n {
+		return make([]byte, 0, n)
+	}
+	return b[:0]
+}
+
+func withOutput(out []byte) []byte {
+	lastWith = out
+	return out
+}
+
+// recycle makes out, a replacement the router has just copied, the spare
+// buffer if With built it in this call; a buffer of the handler's own is
+// never reused.
+func recycle(out []byte) {
+	if len(out) > 0 && len(lastWith) > 0 && &out[0] == &lastWith[0] {
+		spare = out
+	}
+	lastWith = nil
 }
 
 // member finds key in the JSON object obj and returns the bounds of its
@@ -251,10 +290,9 @@ func unquote(q []byte) (string, bool) {
 	return string(out), true
 }
 
-// quote encodes s as a JSON string literal.
-func quote(s string) []byte {
+// appendQuote appends s as a JSON string literal.
+func appendQuote(out []byte, s string) []byte {
 	const hex = "0123456789abcdef"
-	out := make([]byte, 0, len(s)+2)
 	out = append(out, '"')
 	for i := 0; i < len(s); i++ {
 		c := s[i]

@@ -145,10 +145,12 @@ func filterEvent(n int32) int32 {
 	r := safeCall(&ev)
 	switch r.verdict {
 	case verdictReplace:
-		hostSetOutput(r.out)
+		hostSetOutput(r.out) // the host copies it at once
+		recycle(r.out)
 	case verdictError:
 		hostSetError(r.err.Error())
 	}
+	lastWith = nil
 	return r.verdict
 }
 

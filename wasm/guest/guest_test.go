@@ -3,6 +3,7 @@
 package guest_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"strings"
@@ -112,4 +113,44 @@ func errString(err error) string {
 		return ""
 	}
 	return err.Error()
+}
+
+// TestWithReusesReplacement: a replacement built by With is reused by the
+// next event's With once the router copied it, so a filter rewriting every
+// event allocates nothing of its own; a buffer of the handler's is never
+// reused.
+func TestWithReusesReplacement(t *testing.T) {
+	own := []byte(`{"specversion":"1.0","id":"own","source":"/s","type":"t"}`)
+	guest.OnInit(nil)
+	guest.Handle(func(e *guest.Event) guest.Result {
+		if bytes.Contains(e.JSON(), []byte(`"own"`)) {
+			return guest.Replace(own)
+		}
+		out, err := e.With("team", "ops")
+		if err != nil {
+			return guest.Fail(err)
+		}
+		return guest.Replace(out)
+	})
+	event := func(vm string) []byte {
+		return []byte(`{"subject":"S","data":{"Vm":{"Name":"` + vm + `"}}}`)
+	}
+	for _, vm := range []string{"a", "a-longer-name", "b", "own", "c"} {
+		v, out, err := guest.Invoke(event(vm), "")
+		want := `{"team":"ops","subject":"S","data":{"Vm":{"Name":"` + vm + `"}}}`
+		if vm == "own" {
+			want = string(own)
+		}
+		if v != "replace" || string(out) != want {
+			t.Fatalf("%s: %s %s (%v), want %s", vm, v, out, err, want)
+		}
+	}
+	if string(own) != `{"specversion":"1.0","id":"own","source":"/s","type":"t"}` {
+		t.Fatalf("the handler's own buffer was overwritten: %s", own)
+	}
+	in := event("steady")
+	// One allocation per call: the stand-in host's copy of the output.
+	if n := testing.AllocsPerRun(100, func() { _, _, _ = guest.Invoke(in, "") }); n > 1 {
+		t.Fatalf("%v allocations per event, want 1 (the host's copy)", n)
+	}
 }

@@ -29,9 +29,16 @@ const maxDepth = 10000
 
 // Parse validates data as a structured-mode JSON CloudEvent 1.0 that
 // replaces orig and returns it as an event. Like gateway.ParseReplacement
-// it keeps orig's Position and Entity and copies data. Beyond the SDK's
-// checks it requires specversion "1.0", refuses duplicate attributes,
-// null attribute values, an empty time, and both data and data_base64.
+// it keeps orig's Stream, Position and Entity. Unlike it, Parse does not
+// copy data: the event's JSON is data itself, so the caller hands data
+// over and must not change it afterwards (the host copies a filter's
+// output out of guest memory once, into the event's own bytes). Beyond the
+// SDK's checks it requires specversion "1.0", refuses duplicate
+// attributes, null attribute values, an empty time, and both data and
+// data_base64.
+//
+// It reads data once: UTF-8 is checked inside strings as they are
+// scanned (everything outside strings must be ASCII JSON syntax anyway).
 func Parse(data []byte, orig *gateway.Event) (*gateway.Event, error) {
 	if len(data) > gateway.MaxEventSize {
 		return nil, fmt.Errorf("replacement event is %d bytes, over the %d byte limit", len(data), gateway.MaxEventSize)
@@ -40,8 +47,8 @@ func Parse(data []byte, orig *gateway.Event) (*gateway.Event, error) {
 	if err != nil {
 		return nil, fmt.Errorf("replacement event is not a valid CloudEvent: %w", err)
 	}
-	ev.Time, ev.Key, ev.Entity = orig.Time, orig.Key, orig.Entity
-	ev.JSON = append([]byte(nil), data...)
+	ev.Stream, ev.Time, ev.Key, ev.Entity = orig.Stream, orig.Time, orig.Key, orig.Entity
+	ev.JSON = data
 	return ev, nil
 }
 
@@ -65,9 +72,6 @@ func unsafeString(b []byte) string {
 var errEnd = errors.New("unexpected end of JSON input")
 
 func parse(data []byte, orig *gateway.Event) (*gateway.Event, error) {
-	if !utf8.Valid(data) {
-		return nil, errors.New("not valid UTF-8")
-	}
 	s := &scanner{b: data}
 	s.ws()
 	if !s.eat('{') {
@@ -362,9 +366,10 @@ func (s *scanner) lit(l string) bool {
 	return false
 }
 
-// plain marks the bytes a JSON string holds as they are.
+// plain marks the bytes a JSON string holds as they are: ASCII; a
+// multi-byte UTF-8 sequence is decoded (and so validated) on its own.
 var plain = func() (t [256]bool) {
-	for c := 0x20; c < 256; c++ {
+	for c := 0x20; c < utf8.RuneSelf; c++ {
 		t[c] = c != '"' && c != '\\'
 	}
 	return t
@@ -413,6 +418,14 @@ func (s *scanner) str() (start, end int, escaped bool, err error) {
 				return 0, 0, false, fmt.Errorf("invalid escape at offset %d", i)
 			}
 		default:
+			if b[i] >= utf8.RuneSelf {
+				r, size := utf8.DecodeRune(b[i:])
+				if r == utf8.RuneError && size == 1 {
+					return 0, 0, false, fmt.Errorf("not valid UTF-8 at offset %d", i)
+				}
+				i += size
+				continue
+			}
 			return 0, 0, false, fmt.Errorf("control character in string at offset %d", i)
 		}
 	}

@@ -10,7 +10,7 @@ import (
 	"github.com/vmware-samples/vmware-event-router/wasm/internal/wasmtest"
 )
 
-var orig = &gateway.Event{Time: time.Unix(1700000000, 0), Key: 42, Entity: "VirtualMachine:vm-56"}
+var orig = &gateway.Event{Stream: "vc-2", Time: time.Unix(1700000000, 0), Key: 42, Entity: "VirtualMachine:vm-56"}
 
 func TestParse(t *testing.T) {
 	good := string(wasmtest.Event("VmPoweredOffEvent", "test-01"))
@@ -50,6 +50,11 @@ func TestParse(t *testing.T) {
 		{"bad data", `{"specversion":"1.0","id":"1","source":"/s","type":"t","data":{"a":tru}}`, "invalid character"},
 		{"control char", "{\"specversion\":\"1.0\",\"id\":\"1\x01\",\"source\":\"/s\",\"type\":\"t\"}", "control character"},
 		{"invalid utf8", "{\"specversion\":\"1.0\",\"id\":\"\xff\",\"source\":\"/s\",\"type\":\"t\"}", "UTF-8"},
+		{"utf8 subject", "{\"specversion\":\"1.0\",\"id\":\"1\",\"source\":\"/s\",\"type\":\"t\",\"subject\":\"VM \u00e9t\u00e9 \U0001F600\"}", ""},
+		{"utf8 in data", "{\"specversion\":\"1.0\",\"id\":\"1\",\"source\":\"/s\",\"type\":\"t\",\"data\":{\"n\u00e4me\":[\"\u65e5\u672c\"]}}", ""},
+		{"invalid utf8 in data", "{\"specversion\":\"1.0\",\"id\":\"1\",\"source\":\"/s\",\"type\":\"t\",\"data\":{\"a\":[\"x\xc3\"]}}", "UTF-8"},
+		{"surrogate in utf8", "{\"specversion\":\"1.0\",\"id\":\"1\",\"source\":\"/s\",\"type\":\"t\",\"subject\":\"\xed\xa0\x80\"}", "UTF-8"},
+		{"utf8 outside strings", "{\"specversion\":\"1.0\",\"id\":\"1\",\"source\":\"/s\",\"type\":\"t\",\"data\":1\u00a0}", "expected ',' or '}'"},
 		{"deep", `{"specversion":"1.0","id":"1","source":"/s","type":"t","data":` + strings.Repeat("[", 10002) + strings.Repeat("]", 10002) + `}`, "nested too deeply"},
 		{"too large", `{"data":"` + strings.Repeat("x", gateway.MaxEventSize) + `"}`, "over the"},
 	} {
@@ -69,10 +74,27 @@ func TestParse(t *testing.T) {
 				t.Fatalf("the SDK refuses what Parse accepts: %v", err)
 			}
 			if ev.ID != want.ID || ev.Source != want.Source || ev.Subject != want.Subject ||
-				!ev.Time.Equal(want.Time) || ev.Key != want.Key || ev.Entity != want.Entity || string(ev.JSON) != tc.json {
+				!ev.Time.Equal(want.Time) || ev.Key != want.Key || ev.Entity != want.Entity || ev.Stream != want.Stream || string(ev.JSON) != tc.json {
 				t.Fatalf("Parse = %+v, ParseReplacement = %+v", ev, want)
 			}
 		})
+	}
+}
+
+// TestParseKeepsData checks that Parse takes the bytes it is given as the
+// event's JSON instead of copying them (the host copies a filter's output
+// once, out of guest memory).
+func TestParseKeepsData(t *testing.T) {
+	data := wasmtest.Event("VmStopped", "vm-1")
+	ev, err := cevent.Parse(data, orig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if &ev.JSON[0] != &data[0] || len(ev.JSON) != len(data) {
+		t.Fatal("the event's JSON is a copy of the data")
+	}
+	if ev.Stream != "vc-2" {
+		t.Fatalf("Stream = %q, want the original's", ev.Stream)
 	}
 }
 
