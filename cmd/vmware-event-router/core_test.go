@@ -298,6 +298,7 @@ func httpDo(req *http.Request) (int, string) {
 // listener, create events while it is down, restart it, deliver again:
 // nothing lost, nothing twice, the daemon up throughout.
 func TestDaemonSurvivesVCenterRestart(t *testing.T) {
+	t.Parallel() // long and mostly waiting: runs beside the other long daemon tests
 	sim := vcsimtest.Start(t)
 	d := startCore(t, sim.Config(), stdoutEntry)
 	d.waitReady(t)

@@ -119,6 +119,7 @@ func waitReady(t testing.TB, metricsURL string) {
 // run delivers exactly the events after the checkpointed watermark (the
 // duplicates are bounded by what was in flight) and a duplicate keeps its id.
 func TestCrashRestartLosesNothing(t *testing.T) {
+	t.Parallel() // long and mostly waiting: runs beside the other long daemon tests
 	const n = 800
 	sim := vcsimtest.Start(t)
 	state := t.TempDir()

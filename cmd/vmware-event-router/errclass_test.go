@@ -20,6 +20,7 @@ import (
 // events come in; every event reaches the function afterwards, each VM's
 // in order, and none is dead-lettered.
 func TestOpenFaaSInvocations401For4s(t *testing.T) {
+	t.Parallel() // long and mostly waiting: runs beside the other long daemon tests
 	sim := ofStartSim(t, 10)
 	g := ofGateway(t)
 	f := g.Deploy("fn", "", map[string]string{"topic": "VmPoweredOnEvent"})
@@ -50,6 +51,7 @@ func TestOpenFaaSInvocations401For4s(t *testing.T) {
 // dead-lettered and no attempt is counted against any event (retry_limit
 // is 2: a counted attempt or two would show).
 func TestEventBridgeThrottledAndRefused(t *testing.T) {
+	t.Parallel() // long and mostly waiting: runs beside the other long daemon tests
 	aws := ebStartAWS(t, mototest.Region, "vsphere", `{"detail":{"subject":["VmPoweredOnEvent"]}}`)
 	faults := aws.srv.Faults(t)
 	sim := vcsimtest.Start(t)

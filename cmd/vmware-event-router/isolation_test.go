@@ -110,6 +110,7 @@ func TestIsolation(t *testing.T) {
 // every event it missed, once, and a, whose position was further on, gets
 // none of them again.
 func TestIsolationRestart(t *testing.T) {
+	t.Parallel() // long and mostly waiting: runs beside the other long daemon tests
 	sim := vcsimtest.Start(t)
 	ga, gb := ofGateway(t), ofGateway(t)
 	topics := map[string]string{"topic": "com.example.rs,com.example.mark"}

@@ -65,6 +65,7 @@ func faasProc(g *faastest.Gateway, name string, opts map[string]string) map[stri
 // a pattern. Each gets what its streams and pattern say; with vc-1
 // stopped, vc-2 keeps flowing and /readyz names the stopped stream.
 func TestSeveralStreamsAndProcessors(t *testing.T) {
+	t.Parallel() // long and mostly waiting: runs beside the other long daemon tests
 	sim1, sim2 := vcsimtest.Start(t), vcsimtest.Start(t)
 	ga, gb := ofGateway(t), ofGateway(t)
 	topics := map[string]string{"topic": "com.example.s1,com.example.s2,com.example.drop"}

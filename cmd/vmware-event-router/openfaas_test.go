@@ -245,6 +245,7 @@ func TestOpenFaaSRouting(t *testing.T) {
 // TestOpenFaaS503Burst: the function answers 503 for 10 s; every event
 // posted meanwhile arrives afterwards, in order per VM, none dead-lettered.
 func TestOpenFaaS503Burst(t *testing.T) {
+	t.Parallel() // long and mostly waiting: runs beside the other long daemon tests
 	sim := ofStartSim(t, 10)
 	g := ofGateway(t)
 	f := g.Deploy("fn", "", map[string]string{"topic": "VmPoweredOnEvent"})
@@ -266,6 +267,7 @@ func TestOpenFaaS503Burst(t *testing.T) {
 // TestOpenFaaSGatewayDown: the gateway is down for 10 s while events come
 // in; the daemon stays up, and everything arrives once the gateway is back.
 func TestOpenFaaSGatewayDown(t *testing.T) {
+	t.Parallel() // long and mostly waiting: runs beside the other long daemon tests
 	sim := ofStartSim(t, 10)
 	g := ofGateway(t)
 	f := g.Deploy("fn", "", map[string]string{"topic": "VmPoweredOnEvent"})

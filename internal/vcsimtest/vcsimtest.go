@@ -106,7 +106,9 @@ func StartWith(t testing.TB, o Options) *Sim {
 	s.api, s.em = api, event.NewManager(api)
 	t.Cleanup(func() {
 		s.Stop()
+		createMu.Lock()
 		model.Remove()
+		createMu.Unlock()
 	})
 	return s
 }
@@ -119,12 +121,21 @@ func Listen(addr string, login *url.Userinfo) (*simulator.Model, *simulator.Serv
 	return listen(addr, login, "")
 }
 
+// createMu serialises building and removing simulator models.
+var createMu sync.Mutex
+
 func listen(addr string, login *url.Userinfo, uuid string) (*simulator.Model, *simulator.Server, error) {
 	model := simulator.VPX()
 	if uuid != "" {
 		model.ServiceContent.About.InstanceUuid = uuid
 	}
-	if err := model.Create(); err != nil {
+	// govmomi's simulator writes package-level state while it builds a
+	// model (LicenseManager.init): tests that run in parallel create their
+	// simulators one at a time.
+	createMu.Lock()
+	err := model.Create()
+	createMu.Unlock()
+	if err != nil {
 		return nil, nil, fmt.Errorf("creating the simulator: %w", err)
 	}
 	vcsimfix.SerializeCollectorDestroy(model)
