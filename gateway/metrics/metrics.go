@@ -7,6 +7,8 @@
 package metrics
 
 import (
+	"maps"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -47,13 +49,15 @@ type Metrics struct {
 	WatermarkLag         *prometheus.GaugeVec     // stream
 	WatermarkPending     *prometheus.GaugeVec     // stream
 	ReplayWindowExceeded *prometheus.CounterVec   // stream
+
+	families map[string]string // name: "counter", "gauge" or "histogram"
 }
 
 // New builds the metrics on a new private registry, with the Go runtime and
 // process collectors.
 func New() *Metrics {
 	r := prometheus.NewRegistry()
-	f := factory{r}
+	f := factory{r, map[string]string{}}
 	m := &Metrics{
 		Registry: r,
 		Stats:    NewStats(),
@@ -104,25 +108,42 @@ func New() *Metrics {
 	})
 	r.MustRegister(m.DeadLetterSinkFull,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.families = f.families
+	m.families["eventrouter_dead_letter_sink_full"] = "gauge"
 	return m
 }
 
-type factory struct{ r *prometheus.Registry }
+// Families returns the name and type ("counter", "gauge" or "histogram") of
+// every eventrouter_ family registered. Gather and /metrics leave out a
+// labelled family until it has a series; this lists them all, so deploy/'s
+// tests can check that the dashboard and the alert rules query only names
+// the router exports.
+func (m *Metrics) Families() map[string]string {
+	return maps.Clone(m.families)
+}
+
+type factory struct {
+	r        *prometheus.Registry
+	families map[string]string
+}
 
 func (f factory) counter(name, help string, labels ...string) *prometheus.CounterVec {
 	c := prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
 	f.r.MustRegister(c)
+	f.families[name] = "counter"
 	return c
 }
 
 func (f factory) gauge(name, help string, labels ...string) *prometheus.GaugeVec {
 	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, labels)
 	f.r.MustRegister(g)
+	f.families[name] = "gauge"
 	return g
 }
 
 func (f factory) histogram(name, help string, buckets []float64, labels ...string) *prometheus.HistogramVec {
 	h := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: name, Help: help, Buckets: buckets}, labels)
 	f.r.MustRegister(h)
+	f.families[name] = "histogram"
 	return h
 }
