@@ -2,6 +2,7 @@ package deploy_test
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"regexp"
 	"slices"
@@ -69,8 +70,11 @@ var grafanaVar = regexp.MustCompile(`\$\{?(\w+)\}?`)
 
 // families returns the eventrouter_ families a PromQL expression queries,
 // after replacing Grafana's variables ($__rate_interval by a duration, the
-// template variables by a regexp), or the parse error.
-func families(expr string, registered map[string]string) ([]string, error) {
+// template variables by a regexp), or the parse error. It is an error to
+// query a family the router does not register, or to match or group on a
+// label none of the expression's families has (an empty panel, an alert
+// that never fires).
+func families(expr string, registered map[string]metrics.Family) ([]string, error) {
 	expr = grafanaVar.ReplaceAllStringFunc(expr, func(v string) string {
 		if strings.HasPrefix(strings.Trim(v, "${}"), "__") {
 			return "5m"
@@ -81,7 +85,9 @@ func families(expr string, registered map[string]string) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	var names, unknown []string
+	var names []string
+	var errs []error
+	known := map[string]bool{}
 	parser.Inspect(e, func(n parser.Node, _ []parser.Node) error {
 		vs, ok := n.(*parser.VectorSelector)
 		if !ok {
@@ -89,26 +95,48 @@ func families(expr string, registered map[string]string) ([]string, error) {
 		}
 		name := family(vs.Name, registered)
 		if name == "" {
-			unknown = append(unknown, vs.Name)
-		} else if !slices.Contains(names, name) {
+			errs = append(errs, fmt.Errorf("%s is not registered by the router", vs.Name))
+			return nil
+		}
+		if !slices.Contains(names, name) {
 			names = append(names, name)
+		}
+		f := registered[name]
+		labels := slices.Clone(f.Labels)
+		if f.Type == "histogram" && strings.HasSuffix(vs.Name, "_bucket") {
+			labels = append(labels, "le")
+		}
+		for _, l := range labels {
+			known[l] = true
+		}
+		for _, m := range vs.LabelMatchers {
+			if m.Name != "__name__" && !slices.Contains(labels, m.Name) {
+				errs = append(errs, fmt.Errorf("%s has no label %q", vs.Name, m.Name))
+			}
 		}
 		return nil
 	})
-	if len(unknown) > 0 {
-		return names, fmt.Errorf("not registered by the router: %v", unknown)
-	}
-	return names, nil
+	parser.Inspect(e, func(n parser.Node, _ []parser.Node) error {
+		if a, ok := n.(*parser.AggregateExpr); ok && !a.Without {
+			for _, l := range a.Grouping {
+				if !known[l] {
+					errs = append(errs, fmt.Errorf("by (%s): no family of the expression has that label", l))
+				}
+			}
+		}
+		return nil
+	})
+	return names, errors.Join(errs...)
 }
 
 // family maps a series name to its registered family ("" if none): a
 // histogram's series carry _bucket, _sum and _count.
-func family(series string, registered map[string]string) string {
+func family(series string, registered map[string]metrics.Family) string {
 	if _, ok := registered[series]; ok {
 		return series
 	}
 	for _, suffix := range []string{"_bucket", "_sum", "_count"} {
-		if base, ok := strings.CutSuffix(series, suffix); ok && registered[base] == "histogram" {
+		if base, ok := strings.CutSuffix(series, suffix); ok && registered[base].Type == "histogram" {
 			return base
 		}
 	}
@@ -121,10 +149,14 @@ func TestFamiliesCheckerRejects(t *testing.T) {
 		`eventrouter_stream_conected == 0`,                       // misspelled
 		`rate(eventrouter_queue_depth_bucket[5m])`,               // a gauge has no buckets
 		`rate(eventrouter_stream_events_total[$__rate_interval]`, // unbalanced
-		`eventrouter_processor_detached`,                         // not on main
+		`eventrouter_no_such_family`,                             // not registered
+		`eventrouter_queue_depth{stream="a"}`,                    // no such label
+		`sum by (stream) (eventrouter_queue_depth)`,              // nor here
 	} {
 		if _, err := families(expr, reg); err == nil {
 			t.Errorf("%s: accepted", expr)
+		} else {
+			t.Logf("%s: %v", expr, err)
 		}
 	}
 	if got, err := families(`histogram_quantile(0.99, sum by (le) (rate(eventrouter_delivery_lag_seconds_bucket{processor=~"$processor"}[$__rate_interval])))`, reg); err != nil ||

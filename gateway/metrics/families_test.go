@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"slices"
 	"strings"
 	"testing"
 )
@@ -23,18 +24,26 @@ func TestFamilies(t *testing.T) {
 			continue
 		}
 		n++
-		if got, want := fams[mf.GetName()], strings.ToLower(mf.GetType().String()); got != want {
-			t.Errorf("%s: Families says %q, the registry %q", mf.GetName(), got, want)
+		f := fams[mf.GetName()]
+		if want := strings.ToLower(mf.GetType().String()); f.Type != want {
+			t.Errorf("%s: Families says %q, the registry %q", mf.GetName(), f.Type, want)
+		}
+		var labels []string
+		for _, lp := range mf.GetMetric()[0].GetLabel() {
+			labels = append(labels, lp.GetName())
+		}
+		if !slices.Equal(slices.Sorted(slices.Values(f.Labels)), labels) { // Gather sorts them
+			t.Errorf("%s: Families says labels %v, the registry %v", mf.GetName(), f.Labels, labels)
 		}
 	}
 	if n != 4 {
 		t.Errorf("gathered %d eventrouter_ families, want 4", n)
 	}
 	// Families lists those without a series too.
-	if fams["eventrouter_checkpoint_last_write_timestamp_seconds"] != "gauge" || fams["eventrouter_filter_duration_seconds"] != "histogram" {
+	if fams["eventrouter_checkpoint_last_write_timestamp_seconds"].Type != "gauge" || fams["eventrouter_filter_duration_seconds"].Type != "histogram" {
 		t.Errorf("Families lacks families without a series: %v", fams)
 	}
-	fams["x"] = "gauge"
+	fams["x"] = Family{}
 	if _, ok := m.Families()["x"]; ok {
 		t.Errorf("Families returns its own map")
 	}
