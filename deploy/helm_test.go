@@ -213,6 +213,11 @@ func chartCases(t *testing.T) []chartCase {
 	return []chartCase{
 		{name: "default", pvcSize: "1Gi"},
 		{name: "emptyDir", args: []string{"--set", "state.persistence.enabled=false"}},
+		// YAML makes 5 and true numbers and booleans; the config wants strings.
+		{name: "unquoted options", pvcSize: "1Gi", args: []string{
+			"--set-json", `config.entries=[{"type":"stream","provider":"vcsim","options":{"rate":5}},{"type":"processor","provider":"openfaas","address":"http://gateway:8080","auth":{"method":"basic_auth","secret":{"username":"admin","password":"REPLACE_ME"}},"options":{"async":true}}]`,
+			"--set-json", `filters.options={"pool_size":4}`,
+		}},
 		{name: "openfaas.yaml", args: ex("openfaas.yaml"), pvcSize: "1Gi"},
 		{name: "eventbridge.yaml", args: ex("eventbridge.yaml"), pvcSize: "2Gi", monitor: true},
 		{name: "existing-secret.yaml", args: ex("existing-secret.yaml"), existing: true, pvcSize: "1Gi"},

@@ -47,13 +47,25 @@ and metrics entries at the paths and port the Deployment uses.
 {{- if or (eq .type "metrics") (eq .provider "metrics") -}}
 {{- fail "config.entries: leave out the metrics entry: the chart adds it (set metrics.port and metrics.auth)" -}}
 {{- end -}}
-{{- $entries = append $entries . -}}
+{{- $entry := deepCopy . -}}
+{{- with .options }}{{ $_ := set $entry "options" (include "evr.stringOptions" . | fromJson) }}{{ end -}}
+{{- $entries = append $entries $entry -}}
 {{- end -}}
 {{- $filter := dict "type" "filter" "provider" "wasm" "address" "/etc/vmware-event-router/filters" -}}
-{{- with .Values.filters.options }}{{ $_ := set $filter "options" . }}{{ end -}}
+{{- with .Values.filters.options }}{{ $_ := set $filter "options" (include "evr.stringOptions" . | fromJson) }}{{ end -}}
 {{- $state := dict "type" "internal" "provider" "state" "address" "/var/lib/vmware-event-router" -}}
-{{- with .Values.state.options }}{{ $_ := set $state "options" . }}{{ end -}}
+{{- with .Values.state.options }}{{ $_ := set $state "options" (include "evr.stringOptions" . | fromJson) }}{{ end -}}
 {{- $metrics := dict "type" "metrics" "provider" "internal" "address" (printf "0.0.0.0:%v" .Values.metrics.port) "auth" .Values.metrics.auth -}}
 {{- $entries = concat $entries (list $filter $state $metrics) -}}
 {{- toPrettyJson $entries -}}
+{{- end -}}
+
+{{/*
+Option values are JSON strings in the config file; YAML makes true, 30 or
+1.5 other types, so they are quoted here.
+*/}}
+{{- define "evr.stringOptions" -}}
+{{- $out := dict -}}
+{{- range $k, $v := . }}{{ $_ := set $out $k (toString $v) }}{{ end -}}
+{{- toJson $out -}}
 {{- end -}}
