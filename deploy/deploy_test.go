@@ -65,7 +65,10 @@ type kustomization struct {
 	Kind       string   `json:"kind"`
 	Namespace  string   `json:"namespace"`
 	Resources  []string `json:"resources"`
-	Images     []struct {
+	Patches    []struct {
+		Path string `json:"path"`
+	} `json:"patches,omitempty"`
+	Images []struct {
 		Name    string `json:"name"`
 		NewName string `json:"newName,omitempty"`
 		NewTag  string `json:"newTag,omitempty"`
@@ -111,6 +114,11 @@ type object struct {
 // document strictly into the type of its kind. Documents holding only
 // comments are skipped.
 func decodeManifest(data []byte) ([]object, error) {
+	return decodeKinds(data, kinds)
+}
+
+// decodeKinds is decodeManifest with the kinds allowed given.
+func decodeKinds(data []byte, kinds map[string]func() any) ([]object, error) {
 	var objs []object
 	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
 	for i := 0; ; i++ {
@@ -169,20 +177,30 @@ func loadManifest(t *testing.T) (*appsv1.Deployment, *corev1.Service) {
 	if err != nil {
 		t.Fatalf("%s: %v", manifestFile, err)
 	}
-	var deps []*appsv1.Deployment
-	var svcs []*corev1.Service
+	if len(objs) != 2 {
+		t.Fatalf("%s: holds %d objects: it must hold only the Deployment and the Service", manifestFile, len(objs))
+	}
+	return oneDeploymentAndService(t, manifestFile, objs)
+}
+
+// ofType returns the objects of objs whose type is T.
+func ofType[T any](objs []object) []T {
+	var out []T
 	for _, o := range objs {
-		switch v := o.obj.(type) {
-		case *appsv1.Deployment:
-			deps = append(deps, v)
-		case *corev1.Service:
-			svcs = append(svcs, v)
-		default:
-			t.Fatalf("%s: holds a %s: it must hold only the Deployment and the Service", manifestFile, o.kind)
+		if v, ok := o.obj.(T); ok {
+			out = append(out, v)
 		}
 	}
+	return out
+}
+
+// oneDeploymentAndService returns the Deployment and the Service of objs
+// and fails unless there is exactly one of each.
+func oneDeploymentAndService(t *testing.T, what string, objs []object) (*appsv1.Deployment, *corev1.Service) {
+	t.Helper()
+	deps, svcs := ofType[*appsv1.Deployment](objs), ofType[*corev1.Service](objs)
 	if len(deps) != 1 || len(svcs) != 1 {
-		t.Fatalf("%s: got %d Deployments and %d Services, want one of each", manifestFile, len(deps), len(svcs))
+		t.Fatalf("%s: got %d Deployments and %d Services, want one of each", what, len(deps), len(svcs))
 	}
 	return deps[0], svcs[0]
 }
@@ -689,14 +707,7 @@ func TestConfigPathIsTheSecretsFile(t *testing.T) {
 }
 
 func TestKustomization(t *testing.T) {
-	objs, err := decodeManifest(readFile(t, kustomizationFile))
-	if err != nil {
-		t.Fatalf("%s: %v", kustomizationFile, err)
-	}
-	k, ok := objs[0].obj.(*kustomization)
-	if len(objs) != 1 || !ok {
-		t.Fatalf("%s: want one Kustomization", kustomizationFile)
-	}
+	k := loadKustomization(t, kustomizationFile)
 	if k.Namespace != namespace {
 		t.Errorf("namespace %q, want %q (the spec's)", k.Namespace, namespace)
 	}

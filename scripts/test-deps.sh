@@ -34,6 +34,18 @@ if ! cmp -s "$cesdk/package-lock.json" "$cesdk/node_modules/.evr-installed-lock"
 	cp "$cesdk/package-lock.json" "$cesdk/node_modules/.evr-installed-lock"
 fi
 
+# deploy/'s tests render and lint the Helm chart with a real helm at a pinned
+# version, built from source (no prebuilt download): about 6 CPU-minutes cold,
+# once per machine. Installed into GOBIN (or GOPATH/bin), where the tests look
+# first; `go version -m` tells the version of a go-installed helm.
+HELM_VERSION=v3.19.0
+helm_bin="$(go env GOBIN)"
+helm_bin="${helm_bin:-$(go env GOPATH | cut -d: -f1)/bin}/helm"
+if ! go version -m "$helm_bin" 2>/dev/null | grep -qE "^[[:space:]]+mod[[:space:]]+helm\.sh/helm/v3[[:space:]]+${HELM_VERSION}[[:space:]]"; then
+	echo "test-deps: installing helm ${HELM_VERSION} with go install (a few minutes)"
+	go install "helm.sh/helm/v3/cmd/helm@${HELM_VERSION}"
+fi
+
 if ! command -v moto_server >/dev/null 2>&1; then
 	echo "test-deps: moto_server (the AWS emulator the EventBridge tests use) is not on PATH." >&2
 	echo "test-deps: it is preinstalled on these machines and cannot be installed here (no PyPI);" >&2

@@ -7,6 +7,8 @@
 package metrics
 
 import (
+	"maps"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -48,13 +50,22 @@ type Metrics struct {
 	WatermarkLag         *prometheus.GaugeVec     // stream
 	WatermarkPending     *prometheus.GaugeVec     // stream
 	ReplayWindowExceeded *prometheus.CounterVec   // stream
+
+	families map[string]Family
+}
+
+// Family is a registered metric family's type ("counter", "gauge" or
+// "histogram") and label names.
+type Family struct {
+	Type   string
+	Labels []string
 }
 
 // New builds the metrics on a new private registry, with the Go runtime and
 // process collectors.
 func New() *Metrics {
 	r := prometheus.NewRegistry()
-	f := factory{r}
+	f := factory{r, map[string]Family{}}
 	m := &Metrics{
 		Registry: r,
 		Stats:    NewStats(),
@@ -107,25 +118,42 @@ func New() *Metrics {
 	})
 	r.MustRegister(m.DeadLetterSinkFull,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.families = f.families
+	m.families["eventrouter_dead_letter_sink_full"] = Family{Type: "gauge"}
 	return m
 }
 
-type factory struct{ r *prometheus.Registry }
+// Families returns the type and labels of every eventrouter_ family
+// registered, by name. Gather and /metrics leave out a
+// labelled family until it has a series; this lists them all, so deploy/'s
+// tests can check that the dashboard and the alert rules query only names
+// the router exports.
+func (m *Metrics) Families() map[string]Family {
+	return maps.Clone(m.families)
+}
+
+type factory struct {
+	r        *prometheus.Registry
+	families map[string]Family
+}
 
 func (f factory) counter(name, help string, labels ...string) *prometheus.CounterVec {
 	c := prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
 	f.r.MustRegister(c)
+	f.families[name] = Family{"counter", labels}
 	return c
 }
 
 func (f factory) gauge(name, help string, labels ...string) *prometheus.GaugeVec {
 	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, labels)
 	f.r.MustRegister(g)
+	f.families[name] = Family{"gauge", labels}
 	return g
 }
 
 func (f factory) histogram(name, help string, buckets []float64, labels ...string) *prometheus.HistogramVec {
 	h := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: name, Help: help, Buckets: buckets}, labels)
 	f.r.MustRegister(h)
+	f.families[name] = Family{"histogram", labels}
 	return h
 }
