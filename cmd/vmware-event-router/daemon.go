@@ -307,6 +307,7 @@ func (d *daemon) run(ctx context.Context) error {
 	// falls below 4 MB, so the scavenger does not return it. One collection
 	// now, before any event, gives it back at once (a few ms, once).
 	debug.FreeOSMemory()
+	dropStartupPages()
 
 	procCtx, stopProc := context.WithCancel(context.Background())
 	defer stopProc()
