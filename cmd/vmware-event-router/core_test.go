@@ -109,7 +109,7 @@ func startDaemon(t testing.TB, path string, args ...string) *coreDaemon {
 }
 
 // metricsAddrLog finds the metrics server's address in the start-up log.
-var metricsAddrLog = regexp.MustCompile(`metrics=(http://[0-9.:]+)`)
+var metricsAddrLog = regexp.MustCompile(`metrics=(https?://[0-9.:]+)`)
 
 // runToExit runs the daemon with the config file at path until it exits
 // by itself (a start-up failure) or within passes, and returns its exit

@@ -152,8 +152,11 @@ func TestTopTLS(t *testing.T) {
 	metrics := map[string]any{"type": "metrics", "provider": "internal", "address": "127.0.0.1:0", "auth": map[string]any{"method": "none"},
 		"options": map[string]string{"tls_cert_file": certFile, "tls_key_file": keyFile}}
 	d := startDaemon(t, writeConfig(t, map[string]any{"type": "stream", "provider": "vcsim"}, stdoutEntry, metrics))
-	// The start-up log names the address with http:// whatever the scheme.
-	target := "https://" + strings.TrimPrefix(d.metrics, "http://")
+	// The start-up log names the address with the server's scheme.
+	target := d.metrics
+	if !strings.HasPrefix(target, "https://") {
+		t.Fatalf("start-up log names the TLS metrics server %s, want https://", target)
+	}
 
 	var out, errs syncBuffer
 	_, done := runTop([]string{"-metrics", target}, &out, &errs)
