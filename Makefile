@@ -14,7 +14,9 @@ GO          ?= go
 VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT      ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 # The Dockerfile's go build uses exactly these flags (TestDockerfile in deploy/ checks its side).
-BUILD_FLAGS := -trimpath -buildvcs=false
+# -tags novcsim leaves the embedded simulator (the vcsim stream of the demo)
+# out of the production binary: 13 MB smaller, and less to page in at start.
+BUILD_FLAGS := -trimpath -buildvcs=false -tags novcsim
 LDFLAGS     := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 IMAGE_REPO  ?= ghcr.io/vmware-samples/vmware-event-router
 BIN         := bin/vmware-event-router
@@ -31,13 +33,16 @@ binary:
 
 # static-check builds the binary exactly as the Dockerfile does and checks it
 # runs on distroless/static: built without cgo, no dynamic section, no program
-# interpreter. It fails, rather than passing, when readelf is missing.
+# interpreter; and that it has no embedded simulator (-tags novcsim), so it
+# refuses the demo's vcsim entry. It fails, rather than passing, when
+# readelf is missing.
 static-check: binary
 	@command -v readelf >/dev/null 2>&1 || { echo "static-check: readelf not found (apt-get install binutils)"; exit 1; }
 	@$(GO) version -m $(BIN) | grep -q 'build[[:space:]]*CGO_ENABLED=0' || { echo "$(BIN): not built with CGO_ENABLED=0"; exit 1; }
 	@if readelf -d $(BIN) | grep -q 'Dynamic section'; then echo "$(BIN): has a dynamic section (dynamically linked)"; exit 1; fi
 	@if readelf -lW $(BIN) | grep -q 'INTERP'; then echo "$(BIN): requests a program interpreter"; exit 1; fi
 	@$(BIN) version | grep -qF 'version: $(VERSION)' || { echo "$(BIN) version does not print $(VERSION)"; exit 1; }
+	@$(BIN) check -offline -config examples/demo.json 2>&1 | grep -qF 'built without the embedded simulator' || { echo "$(BIN) accepts the demo's vcsim entry: not built with -tags novcsim"; exit 1; }
 	@echo "$(BIN) is static"
 
 test-deps:

@@ -215,7 +215,7 @@ func chartCases(t *testing.T) []chartCase {
 		{name: "emptyDir", args: []string{"--set", "state.persistence.enabled=false"}},
 		// YAML makes 5 and true numbers and booleans; the config wants strings.
 		{name: "unquoted options", pvcSize: "1Gi", args: []string{
-			"--set-json", `config.entries=[{"type":"stream","provider":"vcsim","options":{"rate":5}},{"type":"processor","provider":"openfaas","address":"http://gateway:8080","auth":{"method":"basic_auth","secret":{"username":"admin","password":"REPLACE_ME"}},"options":{"async":true}}]`,
+			"--set-json", `config.entries=[{"type":"stream","provider":"vmware_vcenter","address":"https://vc.example.com/sdk","auth":{"method":"user_password","secret":{"username":"u","password":"REPLACE_ME"}},"options":{"insecure":true}},{"type":"processor","provider":"openfaas","address":"http://gateway:8080","auth":{"method":"basic_auth","secret":{"username":"admin","password":"REPLACE_ME"}},"options":{"async":true}}]`,
 			"--set-json", `filters.options={"pool_size":4}`,
 		}},
 		{name: "openfaas.yaml", args: ex("openfaas.yaml"), pvcSize: "1Gi"},

@@ -4,6 +4,7 @@ import (
 	"context"
 	"math"
 	"regexp"
+	"sync"
 	"time"
 
 	"github.com/vmware-samples/vmware-event-router/gateway"
@@ -48,30 +49,36 @@ var Spec = &config.Spec{
 // what the daemon would: a region such as "eu-central-1" or
 // "us-gov-west-1"; a bus name; a rule ARN
 // arn:PARTITION:events:REGION:ACCOUNT:rule/[BUS/]NAME, where a partner bus
-// name has slashes of its own.
+// name has slashes of its own. They are compiled at the first check, not
+// at start-up: busPattern's {1,256} alone makes 340 KB of program, which a
+// router without an EventBridge entry would carry for nothing.
 var (
-	regionPattern  = regexp.MustCompile(`^[a-z]{2,}(-[a-z]+)+-[0-9]+$`)
-	busPattern     = regexp.MustCompile(`^[/.\-_A-Za-z0-9]{1,256}$`)
-	ruleARNPattern = regexp.MustCompile(`^arn:[a-z-]+:events:([a-z0-9-]+):[0-9]+:rule/(?:(.+)/)?([.\-_A-Za-z0-9]{1,64})$`)
+	regionPattern  = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[a-z]{2,}(-[a-z]+)+-[0-9]+$`) })
+	busPattern     = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[/.\-_A-Za-z0-9]{1,256}$`) })
+	ruleARNPattern = sync.OnceValue(func() *regexp.Regexp {
+		return regexp.MustCompile(`^arn:[a-z-]+:events:([a-z0-9-]+):[0-9]+:rule/(?:(.+)/)?([.\-_A-Za-z0-9]{1,64})$`)
+	})
 	// roleARNPattern is an IAM role: arn:PARTITION:iam::ACCOUNT:role/[PATH/]NAME.
-	roleARNPattern = regexp.MustCompile(`^arn:[a-z-]+:iam::[0-9]{12}:role/(?:[\x21-\x7e]+/)?[\w+=,.@-]{1,64}$`)
+	roleARNPattern = sync.OnceValue(func() *regexp.Regexp {
+		return regexp.MustCompile(`^arn:[a-z-]+:iam::[0-9]{12}:role/(?:[\x21-\x7e]+/)?[\w+=,.@-]{1,64}$`)
+	})
 )
 
 // check checks the region, the bus and the rule ARN, and that the rule is
 // in that region and on that bus.
 func check(st any, c *config.Checker) {
 	s := st.(*config.EventBridge)
-	if s.AssumeRoleARN != "" && !roleARNPattern.MatchString(s.AssumeRoleARN) {
+	if s.AssumeRoleARN != "" && !roleARNPattern().MatchString(s.AssumeRoleARN) {
 		c.Problem("options.aws_role_arn", `must be an IAM role ARN "arn:aws:iam::ACCOUNT:role/NAME" (ACCOUNT: 12 digits), got %q`, s.AssumeRoleARN)
 	}
 	switch {
 	case s.Region == "":
 		c.Problem("options.aws_region", `required (e.g. "eu-central-1")`)
-	case !regionPattern.MatchString(s.Region):
+	case !regionPattern().MatchString(s.Region):
 		c.Problem("options.aws_region", `must be an AWS region such as "eu-central-1", got %q`, s.Region)
 	}
 	bus := busName(s.EventBus)
-	if !busPattern.MatchString(bus) {
+	if !busPattern().MatchString(bus) {
 		c.Problem("options.aws_eventbridge_event_bus", `must be an event bus name (letters, digits, ".", "-", "_", "/"; at most 256) or its ARN, got %q`, s.EventBus)
 	}
 	const arnField = "options.aws_eventbridge_rule_arn"
@@ -79,7 +86,7 @@ func check(st any, c *config.Checker) {
 		c.Problem(arnField, `required (e.g. "arn:aws:events:eu-central-1:1234567890:rule/vmware-event-router")`)
 		return
 	}
-	m := ruleARNPattern.FindStringSubmatch(s.RuleARN)
+	m := ruleARNPattern().FindStringSubmatch(s.RuleARN)
 	if m == nil {
 		c.Problem(arnField, `must be a rule ARN "arn:aws:events:REGION:ACCOUNT:rule/NAME" or ".../rule/BUS/NAME", got %q`, s.RuleARN)
 		return

@@ -33,7 +33,8 @@ var SimSpec = &config.Spec{
 	Options: []config.Option{
 		config.Parsed("rate", "2", "events per second the embedded generator creates", parseRate, func(s *config.VCSim) *float64 { return &s.Rate }),
 	},
-	New: func(e config.Entry) any { return &config.VCSim{Name: e.Name} },
+	New:   func(e config.Entry) any { return &config.VCSim{Name: e.Name} },
+	Check: simCheck,
 	BuildStream: func(st any, env config.Env) (config.Source, error) {
 		c := st.(*config.VCSim)
 		return named(c.Name)(NewSimulated(*c, env.Log, env.Metrics))
