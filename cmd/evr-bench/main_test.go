@@ -14,6 +14,7 @@ import (
 // arrives once and in order per VM and that the report is complete; it
 // asserts no timing (the figures are the benchmark's output, not a test).
 func TestQuick(t *testing.T) {
+	t.Parallel() // the runs mostly wait on their phases: run them side by side
 	bin := buildRouter(t)
 	for _, tc := range []struct {
 		name string
@@ -26,6 +27,7 @@ func TestQuick(t *testing.T) {
 		{"wasm filter", []string{"-filter", "../../examples/filters/subject-map/subject-map.wasm", "-filter-config", "VmPoweredOnEvent=VmPoweredOnEvent"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			var stdout, stderr bytes.Buffer
 			csvPath := filepath.Join(t.TempDir(), "deliveries.csv")
 			args := append([]string{"-quick", "-router", bin, "-csv", csvPath}, tc.args...)
@@ -68,6 +70,7 @@ func buildRouter(t *testing.T) string {
 // run fails unless every stream's events all arrive, once and in order per
 // VM, and the router exits 0.
 func TestQuickStreams(t *testing.T) {
+	t.Parallel()
 	bin := buildRouter(t)
 	var stdout, stderr bytes.Buffer
 	args := []string{"-quick", "-router", bin, "-streams", "1,3"}
