@@ -34,7 +34,11 @@ func TestMain(m *testing.M) {
 	if os.Getenv(helperEnv) != "" {
 		os.Exit(simHelper(os.Stdin, os.Stdout))
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	if code == 0 {
+		code = checkFastMismatches()
+	}
+	os.Exit(code)
 }
 
 // simHelper serves a simulator on 127.0.0.1, prints its URL and the path of
