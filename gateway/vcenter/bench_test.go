@@ -148,6 +148,7 @@ func cpuTime() time.Duration {
 // 900 at once and waits for all. cpu-us/event is this process's CPU (the
 // stream, the SOAP client, the conversion) per event.
 func BenchmarkFollow(b *testing.B) {
+	noVerifyFast(b)
 	p := startSimProcess(b)
 	stdin := p.stdin
 	s, err := New(config.VCenter{Address: p.url, Username: vcsimtest.User, Password: vcsimtest.Password, CAFile: p.ca}, quietLogger(), metrics.New())
@@ -208,6 +209,7 @@ func BenchmarkFollow(b *testing.B) {
 // events/s is the catch-up's rate; cpu-us/event is this process's CPU per
 // event handed on, to compare with BenchmarkFollow's.
 func BenchmarkCatchUp(b *testing.B) {
+	noVerifyFast(b)
 	p := startSimProcess(b)
 	s, err := New(config.VCenter{Address: p.url, Username: vcsimtest.User, Password: vcsimtest.Password, CAFile: p.ca}, quietLogger(), metrics.New())
 	if err != nil {

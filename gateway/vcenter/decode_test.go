@@ -44,6 +44,14 @@ func init() {
 	}
 }
 
+// noVerifyFast turns the differential check off for a benchmark, whose
+// figures are the stream's own.
+func noVerifyFast(b *testing.B) {
+	v := verifyFast
+	verifyFast = nil
+	b.Cleanup(func() { verifyFast = v })
+}
+
 // checkFastMismatches is called by TestMain after the tests.
 func checkFastMismatches() int {
 	fastMu.Lock()
@@ -335,6 +343,44 @@ func FuzzFastDecoder(f *testing.F) {
 		}
 		if !reflect.DeepEqual(fast, slow) {
 			t.Fatalf("decoded differently:\nfast %#v\ngovmomi %#v", fast, slow)
+		}
+	})
+}
+
+// BenchmarkDecodePage compares fastDecoder with govmomi's decoder on the
+// answer the stream gets for each event at a trickle: a WaitForUpdatesEx
+// update whose latest page holds one VmPoweredOnEvent, as the simulator
+// writes it.
+func BenchmarkDecodePage(b *testing.B) {
+	raw := envelope([]byte(`<WaitForUpdatesExResponse xmlns="urn:vim25"><returnval><version>3</version><filterSet>` +
+		`<filter type="PropertyFilter">session[0e954fbe-8c52-42b2-b814-d3b7282f3c61]33b1f3fb-31c7-4608-97ef-9f828aa6eee0</filter>` +
+		`<objectSet><kind>modify</kind><obj type="EventHistoryCollector">session[0e954fbe-8c52-42b2-b814-d3b7282f3c61]1a934f6d-b58f-4e02-ab2f-e45032a0cbf7</obj>` +
+		`<changeSet><name>latestPage</name><op>assign</op><val xmlns:_XMLSchema-instance="http://www.w3.org/2001/XMLSchema-instance" _XMLSchema-instance:type="ArrayOfEvent">` +
+		`<Event _XMLSchema-instance:type="VmPoweredOnEvent"><key>1041</key><chainId>1041</chainId><createdTime>2026-12-03T13:01:13.759542434Z</createdTime>` +
+		`<userName></userName><datacenter><name>DC0</name><datacenter type="Datacenter">datacenter-2</datacenter></datacenter>` +
+		`<computeResource><name>DC0_C0</name><computeResource type="ClusterComputeResource">domain-c8</computeResource></computeResource>` +
+		`<host><name>DC0_C0_H0</name><host type="HostSystem">host-21</host></host>` +
+		`<vm><name>DC0_C0_RP0_VM0</name><vm type="VirtualMachine">vm-63</vm></vm>` +
+		`<fullFormattedMessage>DC0_C0_RP0_VM0 on DC0_C0_H0 in DC0 is powered on</fullFormattedMessage><template>false</template></Event>` +
+		`</val></changeSet></objectSet></filterSet></returnval></WaitForUpdatesExResponse>`))
+	tf := typeFunc(types.TypeFunc())
+	b.Run("fast", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := decodeBody(raw, tf, "WaitForUpdatesExResponse", new(types.WaitForUpdatesExResponse)); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("govmomi", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			var res methods.WaitForUpdatesExBody
+			d := xml.NewDecoder(bytes.NewReader(raw))
+			d.TypeFunc = tf
+			if err := d.Decode(&soap.Envelope{Body: &res}); err != nil || res.Res == nil {
+				b.Fatal(err)
+			}
 		}
 	})
 }
