@@ -55,6 +55,20 @@ type fastDecoder struct {
 	tf  types.Func
 	buf []byte    // scratch for character data
 	ns  []binding // prefixes declared by the elements open
+
+	free     []*tag // tags of elements done, for reuse
+	prefixed []attr // scratch: a start tag's prefixed attributes
+}
+
+// newTag returns a cleared tag, reused when one is free.
+func (d *fastDecoder) newTag() *tag {
+	if n := len(d.free); n > 0 {
+		t := d.free[n-1]
+		d.free = d.free[:n-1]
+		*t = tag{attrs: t.attrs[:0]}
+		return t
+	}
+	return new(tag)
 }
 
 // tag is a start tag.
@@ -75,7 +89,7 @@ type binding struct {
 
 type attr struct {
 	local []byte
-	value string
+	value []byte // aliases the answer or a fresh buffer
 }
 
 const xsiURL = "http://www.w3.org/2001/XMLSchema-instance"
@@ -128,8 +142,8 @@ func (d *fastDecoder) startOf(local string) (*tag, error) {
 	if d.i >= len(d.b) || d.b[d.i] != '<' {
 		return nil, errFallback
 	}
-	t, err := d.startTag()
-	if err != nil {
+	t := new(tag)
+	if err := d.startTag(t); err != nil {
 		return nil, err
 	}
 	if string(t.local) != local || t.empty {
@@ -175,61 +189,61 @@ func splitName(n []byte) (prefix, local []byte) {
 }
 
 // startTag reads a start tag; d.i is at its '<'.
-func (d *fastDecoder) startTag() (*tag, error) {
+func (d *fastDecoder) startTag(t *tag) error {
 	d.i++
 	n, err := d.name()
 	if err != nil {
-		return nil, err
+		return err
 	}
-	t := &tag{name: n}
+	t.name = n
 	_, t.local = splitName(n)
-	var prefixed []attr
+	d.prefixed = d.prefixed[:0]
 	for {
 		d.skipSpace()
 		if d.i >= len(d.b) {
-			return nil, errFallback
+			return errFallback
 		}
 		switch d.b[d.i] {
 		case '>':
 			d.i++
-			return t, d.resolve(t, prefixed)
+			return d.resolve(t, d.prefixed)
 		case '/':
 			if d.i+1 >= len(d.b) || d.b[d.i+1] != '>' {
-				return nil, errFallback
+				return errFallback
 			}
 			d.i += 2
 			t.empty = true
-			err := d.resolve(t, prefixed)
+			err := d.resolve(t, d.prefixed)
 			d.ns = d.ns[:len(d.ns)-t.bound]
-			return t, err
+			return err
 		}
 		an, err := d.name()
 		if err != nil {
-			return nil, err
+			return err
 		}
 		d.skipSpace()
 		if d.i >= len(d.b) || d.b[d.i] != '=' {
-			return nil, errFallback
+			return errFallback
 		}
 		d.i++
 		d.skipSpace()
 		if d.i >= len(d.b) || d.b[d.i] != '"' && d.b[d.i] != '\'' {
-			return nil, errFallback
+			return errFallback
 		}
 		q := d.b[d.i]
 		d.i++
 		end := bytes.IndexByte(d.b[d.i:], q)
 		if end < 0 {
-			return nil, errFallback
+			return errFallback
 		}
 		raw := d.b[d.i : d.i+end]
 		d.i += end + 1
 		if bytes.IndexByte(raw, '<') >= 0 {
-			return nil, errFallback
+			return errFallback
 		}
 		v, err := d.text(raw)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		prefix, local := splitName(an)
 		switch {
@@ -238,14 +252,14 @@ func (d *fastDecoder) startTag() (*tag, error) {
 			// A prefix named type would make a "type" attribute of
 			// its declaration.
 			if string(local) == "type" || bytes.HasSuffix(v, []byte("XMLSchema-instance")) && string(v) != xsiURL {
-				return nil, errFallback
+				return errFallback
 			}
 			d.ns = append(d.ns, binding{prefix: string(local), url: string(v)})
 			t.bound++
 		case prefix == nil:
-			t.attrs = append(t.attrs, attr{local: an, value: string(v)})
+			t.attrs = append(t.attrs, attr{local: an, value: v})
 		default:
-			prefixed = append(prefixed, attr{local: an, value: string(v)})
+			d.prefixed = append(d.prefixed, attr{local: an, value: v})
 		}
 	}
 }
@@ -270,7 +284,7 @@ func (d *fastDecoder) resolve(t *tag, prefixed []attr) error {
 		if bound && url != xsiURL || !bound && string(prefix) != "xsi" {
 			return errFallback
 		}
-		t.xsiType, t.hasType = a.value, true
+		t.xsiType, t.hasType = string(a.value), true
 	}
 	return nil
 }
@@ -394,8 +408,9 @@ func inCharRange(r rune) bool {
 
 // content reads t's content up to and including its end tag. Character
 // data directly in t is appended to *data when data is not nil; each child
-// element is handed to child, or skipped when child is nil or declines it.
-func (d *fastDecoder) content(t *tag, data *[]byte, child func(*tag) (bool, error), depth int) error {
+// element named in p is decoded into its field of sv, and every other one
+// skipped.
+func (d *fastDecoder) content(t *tag, data *[]byte, p *structPlan, sv reflect.Value, depth int) error {
 	if t.empty {
 		return nil
 	}
@@ -424,24 +439,27 @@ func (d *fastDecoder) content(t *tag, data *[]byte, child func(*tag) (bool, erro
 		case '!', '?':
 			return errFallback
 		}
-		ct, err := d.startTag()
+		ct := d.newTag()
+		if err := d.startTag(ct); err != nil {
+			return err
+		}
+		if depth+1 >= maxFastDepth {
+			return errFallback
+		}
+		var idx []int
+		if p != nil {
+			idx = p.elems[string(ct.local)]
+		}
+		var err error
+		if idx != nil {
+			err = d.value(sv.FieldByIndex(idx), ct, depth+1)
+		} else {
+			err = d.content(ct, nil, nil, reflect.Value{}, depth+1)
+		}
 		if err != nil {
 			return err
 		}
-		used := false
-		if child != nil {
-			if used, err = child(ct); err != nil {
-				return err
-			}
-		}
-		if !used {
-			if depth+1 >= maxFastDepth {
-				return errFallback
-			}
-			if err := d.content(ct, nil, nil, depth+1); err != nil {
-				return err
-			}
-		}
+		d.free = append(d.free, ct)
 	}
 }
 
@@ -468,7 +486,7 @@ func (d *fastDecoder) value(v reflect.Value, t *tag, depth int) error {
 		}
 		typ := d.typeFor(v.Type(), t)
 		if typ == nil {
-			return d.content(t, nil, nil, depth) // govmomi skips it
+			return d.content(t, nil, nil, reflect.Value{}, depth) // govmomi skips it
 		}
 		pv := reflect.New(typ).Elem()
 		if err := d.value(pv, t, depth); err != nil {
@@ -497,7 +515,7 @@ func (d *fastDecoder) value(v reflect.Value, t *tag, depth int) error {
 		return d.event(v.Addr().Interface().(*eventElem), t, depth)
 	case typ == timeT:
 		var data []byte
-		if err := d.content(t, &data, nil, depth); err != nil {
+		if err := d.content(t, &data, nil, reflect.Value{}, depth); err != nil {
 			return err
 		}
 		return v.Addr().Interface().(*time.Time).UnmarshalText(data)
@@ -588,7 +606,7 @@ func xsdType(s string) reflect.Type {
 // scalar decodes t's character data into v as govmomi's copyValue does.
 func (d *fastDecoder) scalar(v reflect.Value, t *tag, depth int) error {
 	d.buf = d.buf[:0]
-	if err := d.content(t, &d.buf, nil, depth); err != nil {
+	if err := d.content(t, &d.buf, nil, reflect.Value{}, depth); err != nil {
 		return err
 	}
 	return setScalar(v, d.buf)
@@ -735,7 +753,7 @@ func (d *fastDecoder) structValue(v reflect.Value, t *tag, depth int) error {
 	}
 	for _, a := range t.attrs {
 		if idx, ok := p.attrs[string(a.local)]; ok {
-			v.FieldByIndex(idx).SetString(a.value)
+			v.FieldByIndex(idx).SetString(string(a.value))
 		}
 	}
 	var data *[]byte
@@ -747,14 +765,7 @@ func (d *fastDecoder) structValue(v reflect.Value, t *tag, depth int) error {
 		}
 		data = new([]byte)
 	}
-	err := d.content(t, data, func(ct *tag) (bool, error) {
-		idx, ok := p.elems[string(ct.local)]
-		if !ok {
-			return false, nil
-		}
-		return true, d.value(v.FieldByIndex(idx), ct, depth+1)
-	}, depth)
-	if err != nil {
+	if err := d.content(t, data, p, v, depth); err != nil {
 		return err
 	}
 	if data != nil {
