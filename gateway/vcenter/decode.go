@@ -15,6 +15,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/vmware/govmomi/vim25"
+	"github.com/vmware/govmomi/vim25/methods"
 	"github.com/vmware/govmomi/vim25/soap"
 	"github.com/vmware/govmomi/vim25/types"
 	"github.com/vmware/govmomi/vim25/xml"
@@ -802,6 +803,60 @@ func (d *fastDecoder) event(e *eventElem, t *tag, depth int) error {
 	return nil
 }
 
+// requestXML is req as soap.Client writes it.
+func requestXML(req soap.HasFault) ([]byte, error) {
+	b, err := xml.Marshal(soap.Envelope{Body: req})
+	if err != nil {
+		return nil, err
+	}
+	return append([]byte(xml.Header), b...), nil
+}
+
+// versionMark stands for the version in waitTemplate.
+const versionMark = "evr-version-mark"
+
+// waitTemplate is a WaitForUpdatesEx request as requestXML writes it, cut
+// where its version goes: the stream's waits differ in nothing else, so a
+// wait costs a copy instead of a marshalling.
+type waitTemplate struct {
+	req        types.WaitForUpdatesEx // the request it was made for, version aside
+	head, tail []byte
+}
+
+// request returns req written as a request.
+func (w *waitTemplate) request(req *types.WaitForUpdatesEx) ([]byte, error) {
+	if req.Version == "" {
+		// omitempty leaves the element out: not the template's shape.
+		return requestXML(&methods.WaitForUpdatesExBody{Req: req})
+	}
+	if w.head == nil || !sameWait(&w.req, req) {
+		r := *req
+		r.Version = versionMark
+		b, err := requestXML(&methods.WaitForUpdatesExBody{Req: &r})
+		if err != nil {
+			return nil, err
+		}
+		i := bytes.Index(b, []byte(versionMark))
+		if i < 0 {
+			return nil, errors.New("the version is not in the marshalled request")
+		}
+		w.req, w.head, w.tail = r, b[:i], b[i+len(versionMark):]
+	}
+	var v bytes.Buffer
+	if err := xml.EscapeText(&v, []byte(req.Version)); err != nil {
+		return nil, err
+	}
+	out := make([]byte, 0, len(w.head)+v.Len()+len(w.tail))
+	return append(append(append(out, w.head...), v.Bytes()...), w.tail...), nil
+}
+
+// sameWait reports whether a and b differ at most in their version.
+func sameWait(a, b *types.WaitForUpdatesEx) bool {
+	x, y := *a, *b
+	x.Version, y.Version = "", ""
+	return reflect.DeepEqual(x, y)
+}
+
 // verifyFast, set by the tests, is called with every answer fastDecoder
 // decoded and what it decoded, to compare with govmomi's decoding.
 var verifyFast func(raw []byte, tf types.Func, res soap.HasFault)
@@ -811,17 +866,19 @@ var verifyFast func(raw []byte, tf types.Func, res soap.HasFault)
 // govmomi's decoder as soap.Client does. ctx must carry capt
 // (withCapture). A client that signs or sets SOAP headers of its own goes
 // the SDK's way.
-func soapCall(ctx context.Context, c *vim25.Client, capt *capture, req, res soap.HasFault, fast func(body []byte, tf types.Func) error) error {
+// body, when not nil, is req already written as a request (see
+// requestXML).
+func soapCall(ctx context.Context, c *vim25.Client, capt *capture, body []byte, req, res soap.HasFault, fast func(body []byte, tf types.Func) error) error {
 	sc, ok := c.RoundTripper.(*soap.Client)
 	if !ok || sc != c.Client || sc.Cookie != nil {
 		return c.RoundTrip(ctx, req, res)
 	}
-	b, err := xml.Marshal(soap.Envelope{Body: req})
-	if err != nil {
-		return err
+	if body == nil {
+		var err error
+		if body, err = requestXML(req); err != nil {
+			return err
+		}
 	}
-	body := make([]byte, 0, len(xml.Header)+len(b))
-	body = append(append(body, xml.Header...), b...)
 	hr, err := http.NewRequest(http.MethodPost, sc.URL().String(), bytes.NewReader(body))
 	if err != nil {
 		return err

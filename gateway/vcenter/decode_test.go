@@ -384,3 +384,29 @@ func BenchmarkDecodePage(b *testing.B) {
 		}
 	})
 }
+
+// TestWaitTemplate checks that a wait's request written from the template
+// is the one govmomi's encoder writes.
+func TestWaitTemplate(t *testing.T) {
+	secs := int32(30)
+	var w waitTemplate
+	for _, pc := range []string{"propertyCollector", "session[x]pc"} {
+		for _, v := range []string{"", "1", "2", "a<&>'\"b", "3"} {
+			req := &types.WaitForUpdatesEx{
+				This:    types.ManagedObjectReference{Type: "PropertyCollector", Value: pc},
+				Version: v, Options: &types.WaitOptions{MaxWaitSeconds: &secs},
+			}
+			got, err := w.request(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, err := requestXML(&methods.WaitForUpdatesExBody{Req: req})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Errorf("version %q:\n got %s\nwant %s", v, got, want)
+			}
+		}
+	}
+}

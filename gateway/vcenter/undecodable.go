@@ -280,7 +280,11 @@ func (f *follower) readNext(ctx context.Context) ([]types.BaseEvent, error) {
 // events are dead-lettered in their place).
 func (f *follower) waitForUpdates(ctx context.Context, req *types.WaitForUpdatesEx) (set *types.UpdateSet, recovered bool, err error) {
 	var res methods.WaitForUpdatesExBody
-	err = soapCall(withCapture(ctx, &f.capt), f.cn.c, &f.capt, &methods.WaitForUpdatesExBody{Req: req}, &res,
+	reqBody, err := f.waitReq.request(req)
+	if err != nil {
+		return nil, false, err
+	}
+	err = soapCall(withCapture(ctx, &f.capt), f.cn.c, &f.capt, reqBody, &methods.WaitForUpdatesExBody{Req: req}, &res,
 		func(body []byte, tf types.Func) error {
 			r := new(types.WaitForUpdatesExResponse)
 			if err := decodeBody(body, tf, "WaitForUpdatesExResponse", r); err != nil {

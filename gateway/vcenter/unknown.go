@@ -115,7 +115,7 @@ type readNextEventsResponse struct {
 func readNextEvents(ctx context.Context, c *vim25.Client, capt *capture, collector types.ManagedObjectReference, maxCount int32) ([]types.BaseEvent, error) {
 	req := readNextEventsBody{Req: &types.ReadNextEvents{This: collector, MaxCount: maxCount}}
 	var res readNextEventsBody
-	err := soapCall(ctx, c, capt, &req, &res, func(body []byte, tf types.Func) error {
+	err := soapCall(ctx, c, capt, nil, &req, &res, func(body []byte, tf types.Func) error {
 		r := new(readNextEventsResponse)
 		if err := decodeBody(body, tf, "ReadNextEventsResponse", r); err != nil {
 			return err
