@@ -2,6 +2,7 @@ package vcenter
 
 import (
 	"bytes"
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -60,6 +61,13 @@ func checkFastMismatches() int {
 		fmt.Fprintf(os.Stderr, "the fast decoder and govmomi's decode this answer differently:\n%s\n", m)
 	}
 	if len(fastMismatches) > 0 {
+		return 1
+	}
+	// A whole run follows the simulator in many tests: none of its
+	// answers going through the fast decoder means the stream no longer
+	// uses it (and this check compared nothing).
+	if f := flag.Lookup("test.run"); f != nil && f.Value.String() == "" && fastVerified == 0 {
+		fmt.Fprintln(os.Stderr, "no answer of the simulator was decoded by the fast decoder")
 		return 1
 	}
 	return 0
