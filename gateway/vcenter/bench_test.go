@@ -34,7 +34,11 @@ func TestMain(m *testing.M) {
 	if os.Getenv(helperEnv) != "" {
 		os.Exit(simHelper(os.Stdin, os.Stdout))
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	if code == 0 {
+		code = checkFastMismatches()
+	}
+	os.Exit(code)
 }
 
 // simHelper serves a simulator on 127.0.0.1, prints its URL and the path of
@@ -144,6 +148,7 @@ func cpuTime() time.Duration {
 // 900 at once and waits for all. cpu-us/event is this process's CPU (the
 // stream, the SOAP client, the conversion) per event.
 func BenchmarkFollow(b *testing.B) {
+	noVerifyFast(b)
 	p := startSimProcess(b)
 	stdin := p.stdin
 	s, err := New(config.VCenter{Address: p.url, Username: vcsimtest.User, Password: vcsimtest.Password, CAFile: p.ca}, quietLogger(), metrics.New())
@@ -204,6 +209,7 @@ func BenchmarkFollow(b *testing.B) {
 // events/s is the catch-up's rate; cpu-us/event is this process's CPU per
 // event handed on, to compare with BenchmarkFollow's.
 func BenchmarkCatchUp(b *testing.B) {
+	noVerifyFast(b)
 	p := startSimProcess(b)
 	s, err := New(config.VCenter{Address: p.url, Username: vcsimtest.User, Password: vcsimtest.Password, CAFile: p.ca}, quietLogger(), metrics.New())
 	if err != nil {

@@ -55,7 +55,8 @@ type follower struct {
 
 	warned map[string]bool // unknown event types already warned about
 
-	capt capture // the raw body of the last wait or read
+	capt    capture      // the raw body of the last wait or read
+	waitReq waitTemplate // the wait's request
 }
 
 // start creates the session's collector and the property filter on its

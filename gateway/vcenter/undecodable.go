@@ -261,7 +261,7 @@ func neighbour(evs []types.BaseEvent, i int) *types.Event {
 // readNext is readNextEvents on f's reader, decoding the answer event by
 // event when the SDK's decoder fails on it.
 func (f *follower) readNext(ctx context.Context) ([]types.BaseEvent, error) {
-	page, err := readNextEvents(withCapture(ctx, &f.capt), f.cn.c, f.reader, f.s.tun.readBatch)
+	page, err := readNextEvents(withCapture(ctx, &f.capt), f.cn.c, &f.capt, f.reader, f.s.tun.readBatch)
 	if !f.capt.decodeFailed(ctx, err) {
 		return page, err
 	}
@@ -279,9 +279,25 @@ func (f *follower) readNext(ctx context.Context) ([]types.BaseEvent, error) {
 // page must not be trusted (the history is read instead, where the bad
 // events are dead-lettered in their place).
 func (f *follower) waitForUpdates(ctx context.Context, req *types.WaitForUpdatesEx) (set *types.UpdateSet, recovered bool, err error) {
-	res, err := methods.WaitForUpdatesEx(withCapture(ctx, &f.capt), f.cn.c, req)
+	var res methods.WaitForUpdatesExBody
+	reqBody, err := f.waitReq.request(req)
+	if err != nil {
+		return nil, false, err
+	}
+	err = soapCall(withCapture(ctx, &f.capt), f.cn.c, &f.capt, reqBody, &methods.WaitForUpdatesExBody{Req: req}, &res,
+		func(body []byte, tf types.Func) error {
+			r := new(types.WaitForUpdatesExResponse)
+			if err := decodeBody(body, tf, "WaitForUpdatesExResponse", r); err != nil {
+				return err
+			}
+			res.Res = r
+			return nil
+		})
 	if err == nil {
-		return res.Returnval, false, nil
+		if res.Res == nil {
+			return nil, false, nil
+		}
+		return res.Res.Returnval, false, nil
 	}
 	if !f.capt.decodeFailed(ctx, err) {
 		return nil, false, err

@@ -5,6 +5,7 @@ import (
 	"reflect"
 	"strings"
 
+	"github.com/vmware/govmomi/vim25"
 	"github.com/vmware/govmomi/vim25/soap"
 	"github.com/vmware/govmomi/vim25/types"
 	"github.com/vmware/govmomi/vim25/xml"
@@ -111,10 +112,18 @@ type readNextEventsResponse struct {
 }
 
 // readNextEvents is methods.ReadNextEvents decoding events with eventElem.
-func readNextEvents(ctx context.Context, r soap.RoundTripper, collector types.ManagedObjectReference, maxCount int32) ([]types.BaseEvent, error) {
+func readNextEvents(ctx context.Context, c *vim25.Client, capt *capture, collector types.ManagedObjectReference, maxCount int32) ([]types.BaseEvent, error) {
 	req := readNextEventsBody{Req: &types.ReadNextEvents{This: collector, MaxCount: maxCount}}
 	var res readNextEventsBody
-	if err := r.RoundTrip(ctx, &req, &res); err != nil {
+	err := soapCall(ctx, c, capt, nil, &req, &res, func(body []byte, tf types.Func) error {
+		r := new(readNextEventsResponse)
+		if err := decodeBody(body, tf, "ReadNextEventsResponse", r); err != nil {
+			return err
+		}
+		res.Res = r
+		return nil
+	})
+	if err != nil {
 		return nil, err
 	}
 	if res.Res == nil {
