@@ -133,7 +133,7 @@ func TestShutdownWritesFinalCheckpoint(t *testing.T) {
 	loopStopped := strings.Index(log, "checkpoint loop stopped")
 	final := strings.Index(log, "final checkpoint")
 	stopped := strings.Index(log, "vmware-event-router stopped")
-	if loopStopped < 0 || final < 0 || stopped < 0 || !(loopStopped < final && final < stopped) {
+	if loopStopped < 0 || final < 0 || stopped < 0 || loopStopped >= final || final >= stopped {
 		t.Errorf("shutdown order: loop stopped at %d, final checkpoint at %d, stopped at %d (want that order); log:\n%s",
 			loopStopped, final, stopped, tail(log, 3000))
 	}

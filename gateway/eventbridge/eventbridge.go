@@ -239,7 +239,7 @@ func (p *Processor) Start(ctx context.Context) error {
 	if err != nil {
 		p.setNotReady(fmt.Sprintf("waiting for AWS EventBridge to load rule %s: %v", p.cfg.RuleARN, err))
 		p.log.Warn("cannot reach AWS EventBridge to load the rule; waiting for it (readyz is 503 meanwhile)",
-			slog.String("rule_arn", p.cfg.RuleARN), slog.String("event_bus", p.bus), slog.Any("error", err))
+			slog.String("rule_arn", p.cfg.RuleARN), slog.String("event_bus", p.bus), slog.Any("err", err))
 	}
 	go p.run(runCtx, err == nil)
 	return nil

@@ -162,11 +162,11 @@ func (p *Processor) run(ctx context.Context, loaded bool) {
 			// wrong. Start has returned already, so say it loudly and keep
 			// asking: the rule may yet be created.
 			p.log.Error("eventbridge rule cannot be used; events are held until it can",
-				slog.String("rule_arn", p.cfg.RuleARN), slog.Any("error", err))
+				slog.String("rule_arn", p.cfg.RuleARN), slog.Any("err", err))
 			p.setNotReady(err.Error())
 		} else {
 			p.log.Warn("AWS EventBridge still unreachable; the rule is not loaded yet",
-				slog.String("rule_arn", p.cfg.RuleARN), slog.Any("error", err))
+				slog.String("rule_arn", p.cfg.RuleARN), slog.Any("err", err))
 			p.setNotReady(fmt.Sprintf("waiting for AWS EventBridge to load rule %s: %v", p.cfg.RuleARN, err))
 		}
 		wait = min(2*wait, p.retryMax)
@@ -190,7 +190,7 @@ func (p *Processor) run(ctx context.Context, loaded bool) {
 			}
 			p.log.Warn("eventbridge rule resync failed; keeping the last good pattern",
 				slog.String("rule_arn", p.cfg.RuleARN), slog.String("pattern", p.cur.Load().raw),
-				slog.Duration("pattern_age", time.Since(last).Round(time.Second)), slog.Any("error", err))
+				slog.Duration("pattern_age", time.Since(last).Round(time.Second)), slog.Any("err", err))
 			continue
 		}
 		last = time.Now()
