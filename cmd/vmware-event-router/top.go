@@ -185,6 +185,7 @@ type streamSample struct {
 type processorSample struct {
 	deliveries  map[string]float64 // by result, over destinations
 	queue, held float64            // over destinations
+	detached    float64            // streams it is detached from
 	lag         histogram
 }
 
@@ -240,6 +241,8 @@ func parseSample(r io.Reader, at time.Time) (*sample, error) {
 				processor(l["processor"]).queue += v
 			case "eventrouter_destination_held":
 				processor(l["processor"]).held += v
+			case "eventrouter_processor_detached":
+				processor(l["processor"]).detached += v
 			case "eventrouter_delivery_lag_seconds":
 				processor(l["processor"]).lag = readHistogram(m.GetHistogram())
 			}
@@ -272,7 +275,7 @@ type streamRow struct {
 type processorRow struct {
 	name                    string
 	ok, retry, failed, dead float64
-	queue, held             float64
+	queue, held, detached   float64
 	lagP99                  float64 // seconds; NaN when nothing was delivered in the interval
 }
 
@@ -311,7 +314,7 @@ func rows(prev, cur *sample) ([]streamRow, []processorRow) {
 	var ps []processorRow
 	for _, name := range sortedKeys(cur.processors) {
 		c := cur.processors[name]
-		r := processorRow{name: name, queue: c.queue, held: c.held, lagP99: math.NaN()}
+		r := processorRow{name: name, queue: c.queue, held: c.held, detached: c.detached, lagP99: math.NaN()}
 		p := &processorSample{deliveries: map[string]float64{}}
 		if prev != nil && prev.processors[name] != nil {
 			p = prev.processors[name]
@@ -430,9 +433,9 @@ func writeTop(w io.Writer, target string, interval time.Duration, redraw bool, p
 	lines = lines[:0]
 	for _, r := range ps {
 		lines = append(lines, strings.Join([]string{r.name, perSecond(r.ok), perSecond(r.retry), perSecond(r.failed), perSecond(r.dead),
-			fmt.Sprintf("%.0f", r.queue), fmt.Sprintf("%.0f", r.held), seconds(r.lagP99)}, "\t"))
+			fmt.Sprintf("%.0f", r.queue), fmt.Sprintf("%.0f", r.held), fmt.Sprintf("%.0f", r.detached), seconds(r.lagP99)}, "\t"))
 	}
-	if err := table("PROCESSOR\tOK/S\tRETRY/S\tFAILED/S\tDEAD/S\tQUEUE\tHELD\tLAG P99", lines); err != nil {
+	if err := table("PROCESSOR\tOK/S\tRETRY/S\tFAILED/S\tDEAD/S\tQUEUE\tHELD\tDETACHED\tLAG P99", lines); err != nil {
 		return err
 	}
 	if !redraw {

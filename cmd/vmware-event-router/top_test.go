@@ -77,7 +77,7 @@ func TestTopAgainstDaemon(t *testing.T) {
 		t.Fatalf("top exited %d: %s", code, errs.String())
 	}
 	got := out.String()
-	for _, want := range []string{"STREAM", "EVENTS/S", "CONNECTED", "WATERMARK LAG", "PENDING", "PROCESSOR", "OK/S", "RETRY/S", "DEAD/S", "QUEUE", "HELD", "LAG P99", d.metrics + "/metrics"} {
+	for _, want := range []string{"STREAM", "EVENTS/S", "CONNECTED", "WATERMARK LAG", "PENDING", "PROCESSOR", "OK/S", "RETRY/S", "DEAD/S", "QUEUE", "HELD", "DETACHED", "LAG P99", d.metrics + "/metrics"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("top's output lacks %q:\n%s", want, tail(got, 2000))
 		}
@@ -224,6 +224,9 @@ eventrouter_queue_depth{destination="f1",processor="fn"} 3
 eventrouter_queue_depth{destination="f2",processor="fn"} 4
 # TYPE eventrouter_destination_held gauge
 eventrouter_destination_held{destination="f2",processor="fn"} 1
+# TYPE eventrouter_processor_detached gauge
+eventrouter_processor_detached{processor="fn",stream="vc-a"} 1
+eventrouter_processor_detached{processor="fn",stream="vc-b"} 0
 # TYPE eventrouter_delivery_lag_seconds histogram
 eventrouter_delivery_lag_seconds_bucket{processor="fn",le="0.01"} 0
 eventrouter_delivery_lag_seconds_bucket{processor="fn",le="0.1"} 30
@@ -273,8 +276,8 @@ func TestTopRates(t *testing.T) {
 		ss[1].connected != "no" || ss[1].lag != "-" {
 		t.Errorf("first scrape gauges: %+v", ss)
 	}
-	if ps[0].queue != 7 || ps[0].held != 1 {
-		t.Errorf("queue %v held %v, want the sums over destinations 7 and 1", ps[0].queue, ps[0].held)
+	if ps[0].queue != 7 || ps[0].held != 1 || ps[0].detached != 1 {
+		t.Errorf("queue %v held %v detached %v, want the sums 7, 1 and 1", ps[0].queue, ps[0].held, ps[0].detached)
 	}
 
 	ss, ps = rows(s1, s2)
