@@ -409,14 +409,7 @@ func startGateway(rec *recorder, user, password string, delay time.Duration) *fa
 		case ok:
 			rec.add(d)
 		}
-		if delay > 0 {
-			t := time.NewTimer(delay)
-			defer t.Stop()
-			select {
-			case <-t.C:
-			case <-r.Context().Done():
-			}
-		}
+		work(r.Context(), delay)
 		_, _ = io.WriteString(w, "ok")
 	})
 	g.srv = httptest.NewServer(mux)
@@ -443,16 +436,23 @@ func startSink(rec *recorder, delay time.Duration) *httptest.Server {
 		} else if ok {
 			rec.add(d)
 		}
-		if delay > 0 {
-			t := time.NewTimer(delay)
-			defer t.Stop()
-			select {
-			case <-t.C:
-			case <-r.Context().Done():
-			}
-		}
+		work(r.Context(), delay)
 		w.WriteHeader(http.StatusAccepted)
 	}))
+}
+
+// work stands for a consumer taking delay per call (or until the request
+// is abandoned).
+func work(ctx context.Context, delay time.Duration) {
+	if delay <= 0 {
+		return
+	}
+	t := time.NewTimer(delay)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
 }
 
 // procStat is a process's CPU time and memory from /proc.
