@@ -175,7 +175,7 @@ func (d *fastDecoder) name() ([]byte, error) {
 		d.i++
 	}
 	n := d.b[s:d.i]
-	if len(n) == 0 || !(n[0] >= 'a' && n[0] <= 'z' || n[0] >= 'A' && n[0] <= 'Z' || n[0] == '_') {
+	if len(n) == 0 || !isNameStart(n[0]) {
 		return nil, errFallback
 	}
 	return n, nil
@@ -391,7 +391,7 @@ func charRef(ref string) (rune, bool) {
 	}
 	for i := 0; i < len(digits); i++ {
 		c := digits[i]
-		if !('0' <= c && c <= '9' || base == 16 && ('a' <= c && c <= 'f' || 'A' <= c && c <= 'F')) {
+		if !isDigit(c, base) {
 			return 0, false
 		}
 	}
@@ -913,4 +913,21 @@ func soapCall(ctx context.Context, c *vim25.Client, capt *capture, body []byte, 
 		}
 		return nil
 	})
+}
+
+// isNameStart reports whether c may start a name (the ASCII subset the fast
+// decoder takes; anything else falls back to govmomi's decoder).
+func isNameStart(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '_'
+}
+
+// isDigit reports whether c is a digit in base 10 or 16.
+func isDigit(c byte, base int) bool {
+	switch {
+	case '0' <= c && c <= '9':
+		return true
+	case base != 16:
+		return false
+	}
+	return 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
 }

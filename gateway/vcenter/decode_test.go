@@ -204,7 +204,7 @@ func readNextAnswer(t testing.TB, evs ...types.BaseEvent) []byte {
 	t.Helper()
 	b, err := xml.Marshal(struct {
 		XMLName   xml.Name          `xml:"urn:vim25 ReadNextEventsResponse"`
-		Returnval []types.BaseEvent `xml:"returnval,omitempty,typeattr"`
+		Returnval []types.BaseEvent `xml:"returnval,omitempty,typeattr"` //nolint:staticcheck // typeattr is an option of govmomi's xml fork
 	}{Returnval: evs})
 	if err != nil {
 		t.Fatal(err)
