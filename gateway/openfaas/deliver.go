@@ -4,14 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"net/http"
-	"net/http/httptrace"
 	"net/url"
-	"strings"
-	"sync/atomic"
 
 	"github.com/cloudevents/sdk-go/v2/binding"
 	cloudevents "github.com/cloudevents/sdk-go/v2/event"
@@ -19,6 +14,7 @@ import (
 
 	"github.com/vmware-samples/vmware-event-router/gateway"
 	"github.com/vmware-samples/vmware-event-router/gateway/config"
+	"github.com/vmware-samples/vmware-event-router/gateway/internal/sinkhttp"
 )
 
 // Deliver invokes function dest once per event. Errors are classified for
@@ -35,40 +31,32 @@ func (p *Processor) Deliver(ctx context.Context, dest string, evs []*gateway.Eve
 }
 
 func (p *Processor) invoke(ctx context.Context, dest string, ev *gateway.Event) error {
-	cctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
-	defer cancel()
-	// wrote records whether the whole request reached a connection in the
-	// last attempt: until it has, the gateway cannot have acted on it, and
-	// the failure is the gateway being unreachable, not the function
-	// failing. GetConn starts each attempt (see Idempotency-Key below).
-	var wrote atomic.Bool
-	trace := &httptrace.ClientTrace{
-		GetConn:      func(string) { wrote.Store(false) },
-		WroteRequest: func(i httptrace.WroteRequestInfo) { wrote.Store(i.Err == nil) },
-	}
 	u := p.base + p.invokePath + url.PathEscape(dest)
-	req, err := p.newRequest(httptrace.WithClientTrace(cctx, trace), u, ev)
+	req, err := p.newRequest(ctx, u, ev)
 	if err != nil {
 		return gateway.Permanent(fmt.Errorf("function %s: %w", dest, err))
 	}
-	// An Idempotency-Key entry with no value is not sent, but lets the
-	// transport retry the POST on a fresh connection when a pooled one
-	// turns out to be closed by the gateway before it read anything (the
-	// gateway restarted). Without it that is an error after the request
-	// was written, counted against the event, although the gateway never
-	// saw it. Delivery is at-least-once anyway; the event's id dedupes.
-	req.Header["Idempotency-Key"] = nil
 	if p.cfg.Async && p.cfg.CallbackURL != "" {
 		req.Header.Set("X-Callback-Url", p.cfg.CallbackURL)
 	}
 	// No Authorization header, ever: /function/* is open on OpenFaaS and
 	// the admin credentials must not reach function code.
-	resp, err := p.client.Do(req)
-	if err != nil {
-		return classify(ctx, cctx, dest, p.base, wrote.Load(), p.cfg.Timeout.String(), err)
+	resp, f := sinkhttp.Do(p.client, req, p.cfg.Timeout)
+	switch {
+	case f == nil:
+		defer sinkhttp.Drain(resp.Body)
+		return status(dest, resp)
+	case ctx.Err() != nil:
+		return fmt.Errorf("function %s: %w", dest, ctx.Err())
+	case f.Unsent:
+		// The gateway cannot have acted on a request it never wholly
+		// got: it is unreachable, rather than the function failing.
+		return gateway.Unreachable(fmt.Errorf("gateway %s unreachable: %w", p.base, f.Err))
+	case f.TimedOut:
+		return fmt.Errorf("function %s did not answer within %s: %w", dest, p.cfg.Timeout, context.DeadlineExceeded)
+	default:
+		return fmt.Errorf("function %s: %w", dest, f.Err)
 	}
-	defer drain(resp.Body)
-	return status(dest, resp)
 }
 
 // newRequest builds the POST carrying ev in the configured content mode
@@ -100,65 +88,23 @@ func (p *Processor) newRequest(ctx context.Context, u string, ev *gateway.Event)
 	return req, nil
 }
 
-// classify turns a failed call into the dispatcher's kinds of error. ctx is
-// the caller's context (done at shutdown), cctx the per-call one.
-func classify(ctx, cctx context.Context, dest, base string, wrote bool, timeout string, err error) error {
-	switch {
-	case ctx.Err() != nil:
-		return fmt.Errorf("function %s: %w", dest, ctx.Err())
-	case !wrote:
-		return gateway.Unreachable(fmt.Errorf("gateway %s unreachable: %w", base, unwrapURL(err)))
-	case errors.Is(cctx.Err(), context.DeadlineExceeded):
-		return fmt.Errorf("function %s did not answer within %s: %w", dest, timeout, context.DeadlineExceeded)
-	default:
-		return fmt.Errorf("function %s: %w", dest, unwrapURL(err))
-	}
-}
-
-// unwrapURL drops the *url.Error layer, whose message repeats the method
-// and URL the caller already names.
-func unwrapURL(err error) error {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		return ue.Err
-	}
-	return err
-}
-
 func status(dest string, resp *http.Response) error {
 	code := resp.StatusCode
 	switch {
 	case code >= 200 && code < 300:
 		return nil
 	case code == http.StatusTooManyRequests || code >= 500:
-		return fmt.Errorf("function %s answered %d: %s", dest, code, snippet(resp.Body))
+		return fmt.Errorf("function %s answered %d: %s", dest, code, sinkhttp.Snippet(resp.Body))
 	case code == http.StatusUnauthorized || code == http.StatusForbidden || code == http.StatusRequestTimeout:
 		// Not about the event: an auth proxy in front of the functions
 		// whose credentials are being rotated, a function's own policy,
 		// a timeout on the way. Retried like a 5xx, so a short outage
 		// loses nothing and a function that always refuses still ends
 		// in the dead letters after retry_limit.
-		return fmt.Errorf("function %s answered %d: %s", dest, code, snippet(resp.Body))
+		return fmt.Errorf("function %s answered %d: %s", dest, code, sinkhttp.Snippet(resp.Body))
 	default:
 		// A 4xx says the request itself is wrong (the function is gone,
 		// rejects the event): sending it again would get the same answer.
-		return gateway.Permanent(fmt.Errorf("function %s answered %d: %s", dest, code, snippet(resp.Body)))
+		return gateway.Permanent(fmt.Errorf("function %s answered %d: %s", dest, code, sinkhttp.Snippet(resp.Body)))
 	}
-}
-
-// snippet returns the start of a response body for an error message.
-func snippet(r io.Reader) string {
-	b, _ := io.ReadAll(io.LimitReader(r, 200))
-	s := strings.Join(strings.Fields(string(b)), " ")
-	if s == "" {
-		return "(empty body)"
-	}
-	return s
-}
-
-// drain reads what is left of a body (up to a bound) so the connection can
-// be reused, and closes it.
-func drain(body io.ReadCloser) {
-	_, _ = io.Copy(io.Discard, io.LimitReader(body, 1<<20))
-	_ = body.Close()
 }

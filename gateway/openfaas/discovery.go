@@ -11,6 +11,8 @@ import (
 	"strings"
 
 	"github.com/openfaas/faas-provider/types"
+
+	"github.com/vmware-samples/vmware-event-router/gateway/internal/sinkhttp"
 )
 
 // TopicAnnotation is the function annotation that subscribes it to event
@@ -87,11 +89,11 @@ func (p *Processor) system(ctx context.Context, path string, q url.Values, out a
 	// The admin credentials go to /system/* and nowhere else.
 	req.SetBasicAuth(p.cfg.Username, p.cfg.Password.Reveal())
 	req.Header.Set("Accept", "application/json")
-	resp, err := p.client.Do(req)
-	if err != nil {
-		return false, fmt.Errorf("gateway %s: GET %s: %w", p.base, path, unwrapURL(err))
+	resp, f := sinkhttp.Do(p.client, req, p.cfg.Timeout)
+	if f != nil {
+		return false, fmt.Errorf("gateway %s: GET %s: %w", p.base, path, f.Err)
 	}
-	defer drain(resp.Body)
+	defer sinkhttp.Drain(resp.Body)
 	switch {
 	case resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden:
 		return false, &authError{gateway: p.base, status: resp.StatusCode, path: path}
@@ -102,7 +104,7 @@ func (p *Processor) system(ctx context.Context, path string, q url.Values, out a
 		// and "name.namespace" because of one bad answer.
 		return false, nil
 	case resp.StatusCode != http.StatusOK:
-		return false, fmt.Errorf("gateway %s answered %d on %s: %s", p.base, resp.StatusCode, path, snippet(resp.Body))
+		return false, fmt.Errorf("gateway %s answered %d on %s: %s", p.base, resp.StatusCode, path, sinkhttp.Snippet(resp.Body, p.cfg.Password.Reveal()))
 	}
 	if err := json.NewDecoder(io.LimitReader(resp.Body, maxListing)).Decode(out); err != nil {
 		return false, fmt.Errorf("gateway %s: %s is not the expected JSON: %w", p.base, path, err)

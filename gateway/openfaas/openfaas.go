@@ -13,7 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -26,6 +25,7 @@ import (
 
 	"github.com/vmware-samples/vmware-event-router/gateway"
 	"github.com/vmware-samples/vmware-event-router/gateway/config"
+	"github.com/vmware-samples/vmware-event-router/gateway/internal/sinkhttp"
 	"github.com/vmware-samples/vmware-event-router/gateway/metrics"
 )
 
@@ -38,11 +38,6 @@ const (
 	defaultRefreshInterval = 10 * time.Second
 	defaultTimeout         = 30 * time.Second
 	defaultConcurrency     = 64
-
-	// maxDialTimeout bounds how long a connection attempt may take, so a
-	// gateway that drops packets is seen as unreachable quickly instead of
-	// after the whole call timeout.
-	maxDialTimeout = 5 * time.Second
 )
 
 // Processor is the OpenFaaS processor.
@@ -121,27 +116,7 @@ func New(cfg config.OpenFaaS, log *slog.Logger, m *metrics.Metrics) (*Processor,
 	p.routes.Store(&routes{})
 	p.sub = func(ev *gateway.Event) bool { return len(p.routes.Load().bySubject[ev.Subject]) > 0 }
 
-	dialer := &net.Dialer{Timeout: min(maxDialTimeout, cfg.Timeout), KeepAlive: 30 * time.Second}
-	p.transport = &http.Transport{
-		Proxy:             http.ProxyFromEnvironment,
-		DialContext:       dialer.DialContext,
-		ForceAttemptHTTP2: true,
-		// Every invocation goes to the one gateway host: keep as many idle
-		// connections as there can be calls in flight, or each burst
-		// would open (and TIME_WAIT) new ones.
-		MaxIdleConns:          cfg.Concurrency + 8,
-		MaxIdleConnsPerHost:   cfg.Concurrency + 8,
-		IdleConnTimeout:       90 * time.Second,
-		TLSHandshakeTimeout:   min(10*time.Second, cfg.Timeout),
-		ExpectContinueTimeout: time.Second,
-	}
-	p.client = &http.Client{
-		Transport: p.transport,
-		// A redirect is never followed: it could carry the admin
-		// credentials, or an event, somewhere the configuration did not
-		// name.
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
+	p.client, p.transport = sinkhttp.NewClient(cfg.Concurrency, cfg.Timeout, nil)
 	if m != nil {
 		p.refreshes = [2]prometheus.Counter{m.OpenFaaSRefreshes.WithLabelValues(name, "ok"), m.OpenFaaSRefreshes.WithLabelValues(name, "failed")}
 		p.lastRefresh = m.OpenFaaSLastRefresh.WithLabelValues(name)
