@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/binding"
@@ -91,7 +89,7 @@ func (p *Processor) status(resp *http.Response) error {
 	err := fmt.Errorf("sink %s answered %d: %s", p.target, code, sinkhttp.Snippet(resp.Body, p.secrets()...))
 	switch {
 	case code == http.StatusTooManyRequests || code >= 500:
-		return gateway.RetryAfter(err, retryAfter(resp.Header.Get("Retry-After"), time.Now()))
+		return gateway.RetryAfter(err, sinkhttp.RetryAfter(resp.Header.Get("Retry-After"), time.Now()))
 	case code == http.StatusUnauthorized || code == http.StatusForbidden:
 		// Not about this event: the sink refuses the router's
 		// credentials (a token that expired or is not yet valid, a
@@ -104,21 +102,6 @@ func (p *Processor) status(resp *http.Response) error {
 		// event it cannot parse): sending it again gets the same answer.
 		return gateway.Permanent(err)
 	}
-}
-
-// retryAfter reads a Retry-After header: seconds, or an HTTP date. Zero
-// when absent or unreadable.
-func retryAfter(v string, now time.Time) time.Duration {
-	if v == "" {
-		return 0
-	}
-	if s, err := strconv.Atoi(strings.TrimSpace(v)); err == nil {
-		return time.Duration(max(s, 0)) * time.Second
-	}
-	if t, err := http.ParseTime(v); err == nil {
-		return max(t.Sub(now), 0)
-	}
-	return 0
 }
 
 // secrets returns the credentials a request may carry.

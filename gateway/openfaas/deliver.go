@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"time"
 
 	"github.com/cloudevents/sdk-go/v2/binding"
 	cloudevents "github.com/cloudevents/sdk-go/v2/event"
@@ -20,7 +21,8 @@ import (
 // Deliver invokes function dest once per event. Errors are classified for
 // the dispatcher: the gateway unreachable (the request could not be sent)
 // is gateway.Unreachable; a 5xx, a 429, a 401, 403 or 408, or no answer
-// within timeout is a plain error, retried up to retry_limit; any other 4xx
+// within timeout is a plain error, retried up to retry_limit (a 429 or 5xx
+// no sooner than its Retry-After, through gateway.RetryAfter); any other 4xx
 // (or a redirect) is gateway.Permanent.
 func (p *Processor) Deliver(ctx context.Context, dest string, evs []*gateway.Event) []error {
 	errs := make([]error, len(evs))
@@ -94,7 +96,10 @@ func status(dest string, resp *http.Response) error {
 	case code >= 200 && code < 300:
 		return nil
 	case code == http.StatusTooManyRequests || code >= 500:
-		return fmt.Errorf("function %s answered %d: %s", dest, code, sinkhttp.Snippet(resp.Body))
+		// A function (or the gateway in front of it) asking for time
+		// gets it: the next attempt waits at least that long.
+		err := fmt.Errorf("function %s answered %d: %s", dest, code, sinkhttp.Snippet(resp.Body))
+		return gateway.RetryAfter(err, sinkhttp.RetryAfter(resp.Header.Get("Retry-After"), time.Now()))
 	case code == http.StatusUnauthorized || code == http.StatusForbidden || code == http.StatusRequestTimeout:
 		// Not about the event: an auth proxy in front of the functions
 		// whose credentials are being rotated, a function's own policy,

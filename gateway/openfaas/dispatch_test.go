@@ -92,6 +92,17 @@ func (h *dispatchHarness) waitIdle(t *testing.T, within time.Duration) {
 	eventually(t, within, "every event finished (delivered or dead-lettered)", h.d.Idle)
 }
 
+// deliverAll waits for evs to finish and asserts that f received them all,
+// in order, with no dead letter.
+func (h *dispatchHarness) deliverAll(t *testing.T, f *faastest.Function, evs []*gateway.Event) {
+	t.Helper()
+	h.waitIdle(t, 30*time.Second)
+	checkAll(t, f, evs)
+	if n := len(h.sink.all()); n != 0 {
+		t.Errorf("%d dead letters, want 0", n)
+	}
+}
+
 // checkAll asserts that f received every event of evs (at least once) and,
 // per VM, in the order submitted.
 func checkAll(t *testing.T, f *faastest.Function, evs []*gateway.Event) {
@@ -136,12 +147,7 @@ func TestDispatchOrderAcrossVMs(t *testing.T) {
 	f := g.Deploy("fn", "", map[string]string{"topic": "VmPoweredOnEvent"})
 	f.SetDelay(5 * time.Millisecond)
 	h := startDispatch(t, g, 3)
-	evs := h.submit(t, "VmPoweredOnEvent", 400, 16)
-	h.waitIdle(t, 30*time.Second)
-	checkAll(t, f, evs)
-	if n := len(h.sink.all()); n != 0 {
-		t.Errorf("%d dead letters, want 0", n)
-	}
+	h.deliverAll(t, f, h.submit(t, "VmPoweredOnEvent", 400, 16))
 }
 
 // TestDispatch503ThenRecovery: a function answering 503 for a while loses
@@ -151,12 +157,7 @@ func TestDispatch503ThenRecovery(t *testing.T) {
 	f := g.Deploy("fn", "", map[string]string{"topic": "VmPoweredOnEvent"})
 	f.FailFor(time.Second, http.StatusServiceUnavailable)
 	h := startDispatch(t, g, 20)
-	evs := h.submit(t, "VmPoweredOnEvent", 100, 8)
-	h.waitIdle(t, 30*time.Second)
-	checkAll(t, f, evs)
-	if n := len(h.sink.all()); n != 0 {
-		t.Errorf("%d dead letters, want 0", n)
-	}
+	h.deliverAll(t, f, h.submit(t, "VmPoweredOnEvent", 100, 8))
 	if h.deliveries("fn", "retry") == 0 {
 		t.Error("no retry counted: the 503s were not seen")
 	}
@@ -255,5 +256,31 @@ func TestDispatchInvocationsLocked(t *testing.T) {
 	}
 	if h.deliveries("fn", "retry") == 0 {
 		t.Error("no retry counted: the 401s were not seen")
+	}
+}
+
+// TestDispatchRetryAfter: a function answering 503 with Retry-After: 1 is
+// not called again for that event within that second (the dispatcher's own
+// backoff here is 10ms..200ms), and the event is delivered afterwards.
+func TestDispatchRetryAfter(t *testing.T) {
+	g := newGateway(t, faastest.Options{})
+	f := g.Deploy("fn", "", map[string]string{"topic": "VmPoweredOnEvent"})
+	f.SetRetryAfter("1")
+	f.FailFor(300*time.Millisecond, http.StatusServiceUnavailable)
+	h := startDispatch(t, g, 20)
+	h.deliverAll(t, f, h.submit(t, "VmPoweredOnEvent", 1, 1))
+	calls := f.Calls()
+	if len(calls) < 2 || calls[0].Status != http.StatusServiceUnavailable {
+		t.Fatalf("%d calls: want a 503 and then a retry", len(calls))
+	}
+	for i := 1; i < len(calls); i++ {
+		// The attempt after a 503 starts at least a second after the
+		// call that got it began (the wait counts from its answer).
+		if gap := calls[i].Time.Sub(calls[i-1].Time); calls[i-1].Status == http.StatusServiceUnavailable && gap < time.Second {
+			t.Errorf("call %d came %s after a 503 with Retry-After: 1", i, gap)
+		}
+	}
+	if h.deliveries("fn", "retry") == 0 {
+		t.Error("no retry counted: the 503 was not seen")
 	}
 }

@@ -588,3 +588,42 @@ func TestDeliverBinaryRewritten(t *testing.T) {
 		t.Errorf("body %q, want the data as is", c.Body)
 	}
 }
+
+// TestDeliverRetryAfter: a 429 or 5xx carrying Retry-After (seconds or an
+// HTTP date) marks the error with that wait for the dispatcher; an absent
+// or unreadable header, or one on an answer that is not retried like a
+// 5xx, marks nothing.
+func TestDeliverRetryAfter(t *testing.T) {
+	g := newGateway(t, faastest.Options{})
+	f := g.Deploy("fn", "", map[string]string{"topic": "VmPoweredOnEvent"})
+	h := newHarness(t, testConfig(g))
+	for _, tc := range []struct {
+		status     int
+		retryAfter string
+		min, max   time.Duration
+	}{
+		{503, "1", time.Second, time.Second},
+		{429, "7", 7 * time.Second, 7 * time.Second},
+		// An HTTP date a minute ahead: about a minute, less the
+		// time the call took (a generous bound).
+		{503, time.Now().Add(time.Minute).UTC().Format(http.TimeFormat), 30 * time.Second, time.Minute},
+		{503, "", 0, 0},
+		{503, "soon", 0, 0},
+		{500, "-3", 0, 0},
+		{401, "5", 0, 0},
+		{404, "5", 0, 0},
+	} {
+		f.Fail(tc.status)
+		f.SetRetryAfter(tc.retryAfter)
+		err := h.p.Deliver(t.Context(), "fn", []*gateway.Event{newEvent(t, "VmPoweredOnEvent", "vm-1", 1)})[0]
+		if err == nil {
+			t.Fatalf("%d Retry-After %q: Deliver succeeded", tc.status, tc.retryAfter)
+		}
+		if got := gateway.RetryAfterOf(err); got < tc.min || got > tc.max {
+			t.Errorf("%d Retry-After %q: the error asks to wait %s, want %s..%s (%v)", tc.status, tc.retryAfter, got, tc.min, tc.max, err)
+		}
+		if gateway.IsUnreachable(err) {
+			t.Errorf("%d Retry-After %q: %v is unreachable, want a retry of the event", tc.status, tc.retryAfter, err)
+		}
+	}
+}

@@ -35,6 +35,7 @@ type Function struct {
 	delay       time.Duration
 	failStatus  int
 	failUntil   time.Time // zero with failStatus set: fail until Recover
+	retryAfter  string    // the Retry-After header of a failing answer
 	calls       []Call
 	changed     chan struct{} // closed and replaced at each call
 	gate        chan struct{} // non-nil while held: calls wait for it to close
@@ -53,7 +54,7 @@ func (f *Function) serve(w http.ResponseWriter, r *http.Request) {
 	if f.failStatus != 0 && (f.failUntil.IsZero() || time.Now().Before(f.failUntil)) {
 		status = f.failStatus
 	}
-	delay, gate := f.delay, f.gate
+	delay, gate, retryAfter := f.delay, f.gate, f.retryAfter
 	f.calls = append(f.calls, Call{
 		Path: r.URL.Path, Header: r.Header.Clone(), Body: body, Status: status,
 		Async: r.Header.Get("X-Call-Id") != "", Time: time.Now(),
@@ -78,6 +79,9 @@ func (f *Function) serve(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	w.Header().Set("Content-Type", "text/plain")
+	if status >= 300 && retryAfter != "" {
+		w.Header().Set("Retry-After", retryAfter)
+	}
 	w.WriteHeader(status)
 	if status < 300 {
 		_, _ = io.WriteString(w, "ok")
@@ -125,6 +129,14 @@ func (f *Function) SetDelay(d time.Duration) {
 func (f *Function) FailFor(d time.Duration, status int) {
 	f.mu.Lock()
 	f.failStatus, f.failUntil = status, time.Now().Add(d)
+	f.mu.Unlock()
+}
+
+// SetRetryAfter makes failing answers carry a Retry-After header of v
+// ("": none).
+func (f *Function) SetRetryAfter(v string) {
+	f.mu.Lock()
+	f.retryAfter = v
 	f.mu.Unlock()
 }
 
