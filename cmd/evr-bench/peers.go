@@ -58,6 +58,9 @@ type vmInfo struct {
 	vmName, hostName, dcName string
 }
 
+// createMu serialises building simulator models.
+var createMu sync.Mutex
+
 // startVCenter starts a simulator with at least minVMs virtual machines.
 // The VPX model puts Machine VMs on the standalone host and Machine in the
 // cluster.
@@ -67,7 +70,13 @@ func startVCenter(ctx context.Context, minVMs int) (_ *vcenter, err error) {
 	// Every simulator would report the same instance UUID (derived from
 	// the machine); distinct vCenters have distinct ones.
 	model.ServiceContent.About.InstanceUuid = uuid.NewString()
-	if err := model.Create(); err != nil {
+	// govmomi's simulator writes package-level state while it builds a
+	// model: simulators built at once (the tests run benches side by
+	// side) take turns.
+	createMu.Lock()
+	err = model.Create()
+	createMu.Unlock()
+	if err != nil {
 		return nil, fmt.Errorf("simulator: %w", err)
 	}
 	v := &vcenter{model: model}
@@ -206,7 +215,9 @@ func (v *vcenter) close() {
 	if v.server != nil {
 		v.server.Close()
 	}
+	createMu.Lock()
 	v.model.Remove()
+	createMu.Unlock()
 }
 
 // delivery is one event as it reached the bench: on the router's stdout or
