@@ -215,7 +215,7 @@ func TestTokenFileRotated(t *testing.T) {
 	evs = append(evs, h.submit(t, 10, 3)...)
 	h.waitIdle(t)
 	checkAll(t, r, evs)
-	if dl := h.sink.get(); len(dl) > 0 {
+	if dl := h.sink.All(); len(dl) > 0 {
 		t.Errorf("%d dead letters, want none: %+v", len(dl), dl[0])
 	}
 	for _, req := range r.seen() {
@@ -266,7 +266,7 @@ func TestRetryAfter503s(t *testing.T) {
 	evs := append(first, h.submit(t, 40, 8)...)
 	h.waitIdle(t)
 	checkAll(t, r, evs)
-	if dl := h.sink.get(); len(dl) > 0 {
+	if dl := h.sink.All(); len(dl) > 0 {
 		t.Errorf("%d dead letters, want none: %+v", len(dl), dl[0])
 	}
 	if got := h.deliveries("retry"); got != 31 {
@@ -296,7 +296,7 @@ func TestUnauthorizedHeld(t *testing.T) {
 	r.setWant("Bearer wrong")
 	h.waitIdle(t)
 	checkAll(t, r, evs)
-	if dl := h.sink.get(); len(dl) > 0 {
+	if dl := h.sink.All(); len(dl) > 0 {
 		t.Errorf("%d dead letters, want none: %+v", len(dl), dl[0])
 	}
 	if n := strings.Count(h.log.String(), "destination held as a whole"); n != 1 {
@@ -316,7 +316,7 @@ func TestBadRequestDeadLettered(t *testing.T) {
 	h := start(t, testConfig(r))
 	evs := h.submit(t, 6, 3)
 	h.waitIdle(t)
-	dl := h.sink.get()
+	dl := h.sink.All()
 	if len(dl) != 1 || dl[0].Event.ID != "id-vm-1-2" || dl[0].Reason != "rejected" || dl[0].Attempts != 1 ||
 		!strings.Contains(dl[0].Error, "400") {
 		t.Fatalf("dead letters %+v, want id-vm-1-2 rejected after one attempt with the 400", dl)

@@ -18,6 +18,7 @@ import (
 	"github.com/vmware-samples/vmware-event-router/gateway"
 	"github.com/vmware-samples/vmware-event-router/gateway/metrics"
 	"github.com/vmware-samples/vmware-event-router/internal/cetest"
+	"github.com/vmware-samples/vmware-event-router/internal/gatewaytest"
 	"github.com/vmware-samples/vmware-event-router/internal/testutil"
 )
 
@@ -124,28 +125,6 @@ func (r *receiver) seen() []request {
 	return append([]request(nil), r.requests...)
 }
 
-// newEvent builds an event as the stream does: a structured CloudEvent
-// about a VM, encoded once.
-func newEvent(t testing.TB, subject, vm string, key int32) *gateway.Event {
-	t.Helper()
-	e := ce.New()
-	e.SetID(fmt.Sprintf("id-%s-%d", vm, key))
-	e.SetSource("https://vcenter.test/sdk")
-	e.SetType(gateway.EventType)
-	e.SetSubject(subject)
-	created := time.Date(2026, 1, 2, 3, 4, 5, int(key), time.UTC)
-	e.SetTime(created)
-	if err := e.SetData(ce.ApplicationJSON, map[string]any{"Key": key, "Vm": map[string]any{"Vm": map[string]string{"Type": "VirtualMachine", "Value": vm}}}); err != nil {
-		t.Fatal(err)
-	}
-	data, err := json.Marshal(e)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &gateway.Event{ID: e.ID(), Source: e.Source(), Subject: subject, Time: created, Key: key,
-		Entity: "VirtualMachine:" + vm, JSON: data}
-}
-
 // harness is a processor under the real dispatcher, with its log, metrics
 // and dead-letter sink.
 type harness struct {
@@ -153,14 +132,14 @@ type harness struct {
 	d    *gateway.Dispatcher
 	m    *metrics.Metrics
 	log  *testutil.SyncBuffer
-	sink *letters
+	sink *gatewaytest.Letters
 	keys int32 // the last key submitted
 }
 
 // start builds the processor for cfg and a dispatcher with short backoffs.
 func start(t testing.TB, cfg Config) *harness {
 	t.Helper()
-	h := &harness{m: metrics.New(), log: &testutil.SyncBuffer{}, sink: &letters{}}
+	h := &harness{m: metrics.New(), log: &testutil.SyncBuffer{}, sink: &gatewaytest.Letters{}}
 	log := slog.New(slog.NewTextHandler(h.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	p, err := New(cfg, log, h.m)
 	if err != nil {
@@ -217,37 +196,6 @@ func testConfig(r *receiver) Config {
 	return Config{Address: r.url, Timeout: 5 * time.Second, Concurrency: 8, RetryLimit: 20, QueueSize: 1000}
 }
 
-// letters is a dead-letter sink that keeps the letters.
-type letters struct {
-	mu  sync.Mutex
-	all []gateway.DeadLetter
-}
-
-func (s *letters) Write(_ context.Context, dl gateway.DeadLetter) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.all = append(s.all, dl)
-	return nil
-}
-
-func (s *letters) get() []gateway.DeadLetter {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]gateway.DeadLetter(nil), s.all...)
-}
-
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", within, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // checkAll asserts that the receiver got every event of evs, each equal to
 // what was sent, and per VM in the order submitted.
 func checkAll(t testing.TB, r *receiver, evs []*gateway.Event) {
@@ -297,3 +245,9 @@ func deliverOnce(t *testing.T, mode string, ev *gateway.Event) (request, ce.Even
 	}
 	return seen[0], got[0]
 }
+
+// eventually and newEvent are the shared helpers, under the names these tests use.
+var (
+	eventually = testutil.Eventually
+	newEvent   = gatewaytest.VMEvent
+)

@@ -5,27 +5,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/vmware-samples/vmware-event-router/gateway"
+	"github.com/vmware-samples/vmware-event-router/internal/gatewaytest"
 )
-
-// letters is a dead-letter sink that keeps what it is given.
-type letters struct {
-	mu  sync.Mutex
-	got []gateway.DeadLetter
-}
-
-func (l *letters) Write(_ context.Context, dl gateway.DeadLetter) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.got = append(l.got, dl)
-	return nil
-}
 
 // TestWithDispatcher runs the processor under the router's real dispatcher
 // against moto, with the hook rejecting entries: throttled entries are
@@ -38,7 +25,7 @@ func TestWithDispatcher(t *testing.T) {
 	mb := newMotoBus(t, "vsphere", powerPattern)
 	h := &hook{}
 	f := started(t, testConfig(mb.srv.URL, mb.bus, mb.ruleARN), func(next API) API { h.next = next; return h })
-	sink := &letters{}
+	sink := &gatewaytest.Letters{}
 	disp := gateway.NewDispatcher(gateway.DispatcherOptions{
 		Processor: f.p, ProcessorName: "aws_event_bridge", StatsName: mb.ruleARN,
 		RetryLimit: 20, BackoffMin: 2 * time.Millisecond, BackoffMax: 20 * time.Millisecond,
@@ -81,7 +68,7 @@ func TestWithDispatcher(t *testing.T) {
 	}
 
 	dead := map[string]string{}
-	for _, dl := range sink.got {
+	for _, dl := range sink.All() {
 		dead[dl.Event.ID] = dl.Reason
 	}
 	if len(dead) != 2 || dead[hopeless.ID] != "retry_limit" || dead[big.ID] != "rejected" {

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/vmware-samples/vmware-event-router/gateway"
+	"github.com/vmware-samples/vmware-event-router/internal/gatewaytest"
 	"github.com/vmware-samples/vmware-event-router/internal/mototest"
 )
 
@@ -85,7 +86,7 @@ func TestHeldWhileThrottledOrRefused(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := started(t, testConfig(faults.URL, mb.bus, mb.ruleARN), nil)
-			sink := &letters{}
+			sink := &gatewaytest.Letters{}
 			disp := gateway.NewDispatcher(gateway.DispatcherOptions{
 				Processor: f.p, ProcessorName: "aws_event_bridge", StatsName: mb.ruleARN,
 				RetryLimit: 2, BackoffMin: 2 * time.Millisecond, BackoffMax: 20 * time.Millisecond,
@@ -109,7 +110,7 @@ func TestHeldWhileThrottledOrRefused(t *testing.T) {
 			if calls, entries := faults.Pending(); calls+entries != 0 {
 				t.Fatalf("%d call faults and %d entry faults never given: the test proves nothing", calls, entries)
 			}
-			for _, dl := range sink.got {
+			for _, dl := range sink.All() {
 				t.Errorf("dead letter %s after %d attempts: %s", dl.Reason, dl.Attempts, dl.Error)
 			}
 			got := ids(mb.rule.Drain(t))

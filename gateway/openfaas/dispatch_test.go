@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,34 +13,17 @@ import (
 
 	"github.com/vmware-samples/vmware-event-router/gateway"
 	"github.com/vmware-samples/vmware-event-router/internal/faastest"
+	"github.com/vmware-samples/vmware-event-router/internal/gatewaytest"
 )
 
 // These tests run the processor under the core's dispatcher against the
 // test gateway: the delivery rules of CONFIG.md end to end, without a
 // stream.
 
-type sink struct {
-	mu      sync.Mutex
-	letters []gateway.DeadLetter
-}
-
-func (s *sink) Write(_ context.Context, dl gateway.DeadLetter) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.letters = append(s.letters, dl)
-	return nil
-}
-
-func (s *sink) all() []gateway.DeadLetter {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]gateway.DeadLetter(nil), s.letters...)
-}
-
 type dispatchHarness struct {
 	*harness
 	d    *gateway.Dispatcher
-	sink *sink
+	sink *gatewaytest.Letters
 }
 
 func startDispatch(t *testing.T, g *faastest.Gateway, retryLimit int) *dispatchHarness {
@@ -50,7 +32,7 @@ func startDispatch(t *testing.T, g *faastest.Gateway, retryLimit int) *dispatchH
 	cfg.RetryLimit = retryLimit
 	h := start(t, cfg)
 	h.waitReady(t)
-	s := &sink{}
+	s := &gatewaytest.Letters{}
 	d := gateway.NewDispatcher(gateway.DispatcherOptions{
 		Processor: h.p, ProcessorName: Name, StatsName: cfg.Address,
 		Concurrency: cfg.Concurrency, QueueSize: cfg.QueueSize, RetryLimit: cfg.RetryLimit,
@@ -98,7 +80,7 @@ func (h *dispatchHarness) deliverAll(t *testing.T, f *faastest.Function, evs []*
 	t.Helper()
 	h.waitIdle(t, 30*time.Second)
 	checkAll(t, f, evs)
-	if n := len(h.sink.all()); n != 0 {
+	if n := len(h.sink.All()); n != 0 {
 		t.Errorf("%d dead letters, want 0", n)
 	}
 }
@@ -182,7 +164,7 @@ func TestDispatchOneFunctionFailing(t *testing.T) {
 	checkAll(t, good, evs)
 
 	reasons := map[string]map[string]int{}
-	for _, dl := range h.sink.all() {
+	for _, dl := range h.sink.All() {
 		if dl.Origin != gateway.OriginProcessor || dl.Processor != Name {
 			t.Errorf("dead letter origin %q processor %q", dl.Origin, dl.Processor)
 		}
@@ -229,7 +211,7 @@ func TestDispatchGatewayDown(t *testing.T) {
 	}
 	h.waitIdle(t, 30*time.Second)
 	checkAll(t, f, evs)
-	if n := len(h.sink.all()); n != 0 {
+	if n := len(h.sink.All()); n != 0 {
 		t.Errorf("%d dead letters after a gateway outage, want 0", n)
 	}
 	if n := h.deliveries("fn", "retry"); n != 0 {
@@ -251,8 +233,8 @@ func TestDispatchInvocationsLocked(t *testing.T) {
 	g.UnlockInvocations()
 	h.waitIdle(t, 30*time.Second)
 	checkAll(t, f, evs)
-	if n := len(h.sink.all()); n != 0 {
-		t.Errorf("%d dead letters after a 401 outage, want 0: %+v", n, h.sink.all()[0])
+	if n := len(h.sink.All()); n != 0 {
+		t.Errorf("%d dead letters after a 401 outage, want 0: %+v", n, h.sink.All()[0])
 	}
 	if h.deliveries("fn", "retry") == 0 {
 		t.Error("no retry counted: the 401s were not seen")

@@ -2,20 +2,17 @@ package openfaas
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
-	cloudevents "github.com/cloudevents/sdk-go/v2/event"
 	dto "github.com/prometheus/client_model/go"
 
-	"github.com/vmware-samples/vmware-event-router/gateway"
 	"github.com/vmware-samples/vmware-event-router/gateway/config"
 	"github.com/vmware-samples/vmware-event-router/gateway/metrics"
 	"github.com/vmware-samples/vmware-event-router/internal/faastest"
+	"github.com/vmware-samples/vmware-event-router/internal/gatewaytest"
 	"github.com/vmware-samples/vmware-event-router/internal/testutil"
 )
 
@@ -108,36 +105,8 @@ func (l *logBuffer) count(s string) int {
 	return n
 }
 
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", within, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-// newEvent builds an event as the stream does: a structured CloudEvent
-// about entity, encoded once.
-func newEvent(t testing.TB, subject, entity string, key int32) *gateway.Event {
-	t.Helper()
-	ce := cloudevents.New()
-	ce.SetID(fmt.Sprintf("id-%s-%d", entity, key))
-	ce.SetSource("https://vcenter.test/sdk")
-	ce.SetType(gateway.EventType)
-	ce.SetSubject(subject)
-	created := time.Date(2026, 1, 2, 3, 4, 5, int(key), time.UTC)
-	ce.SetTime(created)
-	if err := ce.SetData("application/json", map[string]any{"Key": key, "Vm": map[string]any{"Vm": map[string]string{"Type": "VirtualMachine", "Value": entity}}}); err != nil {
-		t.Fatal(err)
-	}
-	data, err := json.Marshal(ce)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &gateway.Event{ID: ce.ID(), Source: ce.Source(), Subject: subject, Time: created, Key: key,
-		Entity: "VirtualMachine:" + entity, JSON: data}
-}
+// eventually and newEvent are the shared helpers, under the names these tests use.
+var (
+	eventually = testutil.Eventually
+	newEvent   = gatewaytest.VMEvent
+)
