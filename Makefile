@@ -8,6 +8,7 @@
 #   make bench      micro benchmarks (go test -bench)
 #   make bench-e2e  end-to-end benchmark against the simulator
 #   make bench-streams  the router following 1, 4 and 16 simulated vCenters (medians of 3)
+#   make bench-filter   what a Go SDK read+replace Wasm filter costs the router (8 pairs of runs)
 #   make image      the container image (needs a Docker engine)
 
 GO          ?= go
@@ -23,7 +24,7 @@ BIN         := bin/vmware-event-router
 GOLANGCI    := github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0
 TEST_FLAGS  ?= -race -count=1 -timeout 9m
 
-.PHONY: all binary test test-deps fmt-check tidy-check vet check bench bench-e2e bench-streams image static-check clean
+.PHONY: all binary test test-deps fmt-check tidy-check vet check bench bench-e2e bench-streams bench-filter image static-check clean
 
 all: binary
 
@@ -73,6 +74,12 @@ bench-e2e: binary
 
 bench-streams: binary
 	$(GO) run ./cmd/evr-bench -router $(BIN) -streams 1,4,16 -repeat 3
+
+# bench-filter: the router's CPU in a burst with wasm/testdata/go-add-extension
+# (built with the Go guest SDK of this tree) against without it.
+bench-filter: binary
+	GOOS=wasip1 GOARCH=wasm $(GO) build -buildmode=c-shared -o bin/go-add-extension.wasm ./wasm/testdata/go-add-extension
+	$(GO) run ./cmd/evr-bench -router $(BIN) -filter bin/go-add-extension.wasm -repeat 8
 
 # image builds the container image (needs a Docker engine with BuildKit: the
 # Dockerfile uses cache mounts).

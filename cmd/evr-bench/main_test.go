@@ -7,7 +7,17 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
+
+// TestMain lets the test binary be the bench's reference process, as the
+// bench binary is (the bench runs os.Executable again).
+func TestMain(m *testing.M) {
+	if addr := os.Getenv(referenceEnv); addr != "" {
+		os.Exit(runReferenceChild(addr))
+	}
+	os.Exit(m.Run())
+}
 
 // TestQuick runs the whole benchmark in its few-second mode against a
 // freshly built router, through each processor. It checks that every event
@@ -36,7 +46,7 @@ func TestQuick(t *testing.T) {
 			}
 			for _, want := range []string{
 				"spawn to first event delivered", ": p99 |", "first event after", "burst of 100: drain",
-				"router CPU per 1,000 events, burst", "VmHWM", "| order per VM | kept over", "| events delivered twice | 0 |",
+				"router CPU per 1,000 events, burst", "VmHWM", "reference process (the floor", "the router costs", "| order per VM | kept over", "| events delivered twice | 0 |",
 				"(exit code 0)", "Method:",
 			} {
 				if !strings.Contains(stdout.String(), want) {
@@ -105,6 +115,8 @@ func TestParseFlags(t *testing.T) {
 		{"bad streams", []string{"-streams", "1,x"}, `got "x"`},
 		{"repeat without streams", []string{"-repeat", "3"}, "-repeat: only with -streams"},
 		{"filter with streams", []string{"-streams", "4", "-filter", "f.wasm"}, "-filter: only without -streams"},
+		{"filter cost", []string{"-filter", "f.wasm", "-repeat", "8"}, ""},
+		{"filter cost with csv", []string{"-filter", "f.wasm", "-repeat", "2", "-csv", "x.csv"}, "-csv: only for a single run"},
 		{"streams through openfaas", []string{"-streams", "4", "-processor", "openfaas"}, "-streams: measures the stdout processor"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -116,5 +128,57 @@ func TestParseFlags(t *testing.T) {
 				t.Fatalf("error %v, want one containing %q", err, tc.err)
 			}
 		})
+	}
+}
+
+// TestFilterCost runs -filter with -repeat in quick mode: pairs of runs,
+// without then with the filter, summarised against issue 16's target.
+func TestFilterCost(t *testing.T) {
+	t.Parallel()
+	bin := buildRouter(t)
+	var stdout, stderr bytes.Buffer
+	args := []string{"-quick", "-router", bin, "-repeat", "2",
+		"-filter", "../../examples/filters/subject-map/subject-map.wasm", "-filter-config", "VmPoweredOnEvent=VmPoweredOnEvent"}
+	if code := run(t.Context(), args, &stdout, &stderr); code != 0 {
+		t.Fatalf("evr-bench %s: exit code %d\nstderr:\n%s\nstdout:\n%s", strings.Join(args, " "), code, &stderr, &stdout)
+	}
+	for _, want := range []string{"what the Wasm filter subject-map.wasm costs", "burst of 100 (median of 2)", "≤ 1.25×:", "| burst, each run"} {
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, &stdout)
+		}
+	}
+	// Two runs each side: two figures per side in the per-run row.
+	row := stdout.String()[strings.Index(stdout.String(), "| burst, each run"):]
+	row = row[:strings.IndexByte(row, '\n')]
+	if cells := strings.Split(row, "|"); len(cells) < 4 || len(strings.Fields(cells[2])) != 2 || len(strings.Fields(cells[3])) != 2 {
+		t.Errorf("per-run row %q: want two figures without and two with the filter", row)
+	}
+}
+
+func TestFilterCostPhases(t *testing.T) {
+	o, err := parseFlags([]string{"-filter", "f.wasm", "-repeat", "3"}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.duration != time.Second || o.idle != 0 {
+		t.Errorf("duration %v idle %v, want 1s and 0 for a filter-cost run", o.duration, o.idle)
+	}
+	o, err = parseFlags([]string{"-filter", "f.wasm", "-repeat", "3", "-duration", "5s", "-idle", "2s"}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.duration != 5*time.Second || o.idle != 2*time.Second {
+		t.Errorf("duration %v idle %v, want the flags' 5s and 2s", o.duration, o.idle)
+	}
+}
+
+func TestMedian(t *testing.T) {
+	for _, tc := range []struct {
+		in   []float64
+		want float64
+	}{{[]float64{3, 1, 2}, 2}, {[]float64{4, 1, 3, 2}, 2.5}, {[]float64{7}, 7}} {
+		if got := median(tc.in); got != tc.want {
+			t.Errorf("median(%v) = %v, want %v", tc.in, got, tc.want)
+		}
 	}
 }
