@@ -269,9 +269,12 @@ func (in *instance) invoke(fn api.Function, timeout time.Duration) (kind string,
 			d = in.f.host.wd.deadline(timeout)
 		}
 	}
+	wd := in.f.host.wd
+	wd.begin()
 	in.deadline.Store(d)
 	err = in.guarded(ctx, fn)
 	interrupted := in.deadline.Swap(0) == claimed
+	wd.end()
 	if err == nil && !interrupted {
 		return "", nil
 	}

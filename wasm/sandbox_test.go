@@ -166,3 +166,34 @@ func TestGuestMemoryOutsideGoHeap(t *testing.T) {
 		t.Fatalf("Go heap grew by %d MiB with 32 MiB of guest memory", grew>>20)
 	}
 }
+
+// TestWatchdogParksWhenIdle: with no call in flight the watchdog stops
+// ticking (an idle router with filters loaded is not woken every tick),
+// and a call that begins while it is parked is still stopped at its
+// deadline.
+func TestWatchdogParksWhenIdle(t *testing.T) {
+	e := newEnv(t)
+	spin := e.load(t, "spin.wasm", guest(`(loop $l (br $l)) (i32.const 0)`, ""), opts(func(o *config.WasmFilter) { o.PoolSize = 1 }))
+	pass := e.load(t, "pass.wasm", passWAT, opts(func(o *config.WasmFilter) { o.PoolSize = 1 }))
+	wd := e.host.wd
+	for i := range 3 {
+		eventually(t, "the watchdog to park with no call in flight", wd.parked.Load)
+		if r := pass.Filter(context.Background(), event("VmPoweredOffEvent", "vm-1")); r.Verdict != filters.Pass {
+			t.Fatalf("round %d: pass filter: verdict %v, err %v", i, r.Verdict, r.Err)
+		}
+		eventually(t, "the watchdog to park again", wd.parked.Load)
+		done := make(chan filters.Result, 1)
+		go func() { done <- spin.Filter(context.Background(), event("VmPoweredOffEvent", "vm-1")) }()
+		select {
+		case r := <-done:
+			if r.Verdict != filters.Error || !strings.Contains(r.Err.Error(), "timeout: did not return within 100ms") {
+				t.Fatalf("round %d: spin filter: verdict %v, err %v; want a timeout error", i, r.Verdict, r.Err)
+			}
+		case <-time.After(10 * time.Second): // generous: a watchdog left parked never stops it
+			t.Fatalf("round %d: the spinning call was not stopped within 10 s (timeout 100ms)", i)
+		}
+		if n := wd.busy.Load(); n != 0 {
+			t.Fatalf("round %d: %d calls counted in flight after they returned", i, n)
+		}
+	}
+}
