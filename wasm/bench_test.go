@@ -116,13 +116,7 @@ func BenchmarkGuestLoop(b *testing.B) {
 		ctx := context.Background()
 		r := wazero.NewRuntime(ctx)
 		defer func() { _ = r.Close(ctx) }()
-		host := r.NewHostModuleBuilder("evr")
-		for name, sig := range hostFunctions {
-			host.NewFunctionBuilder().WithGoModuleFunction(api.GoModuleFunc(hostLogEnabled), sig.params, sig.results).Export(name)
-		}
-		if _, err := host.Instantiate(ctx); err != nil {
-			b.Fatal(err)
-		}
+		stubHostModule(b, r)
 		mod, err := r.Instantiate(ctx, bin)
 		if err != nil {
 			b.Fatal(err)
@@ -307,13 +301,7 @@ func wazeroLoad(b *testing.B, dir string, rewritten []byte, pages uint32) {
 	if _, err := wasi_snapshot_preview1.Instantiate(ctx, rt); err != nil {
 		b.Fatal(err)
 	}
-	host := rt.NewHostModuleBuilder(hostModule)
-	for name, sig := range hostFunctions {
-		host.NewFunctionBuilder().WithGoModuleFunction(api.GoModuleFunc(stubHostFunction), sig.params, sig.results).Export(name)
-	}
-	if _, err := host.Instantiate(ctx); err != nil {
-		b.Fatal(err)
-	}
+	stubHostModule(b, rt)
 	cm, err := rt.CompileModule(ctx, rewritten)
 	if err != nil {
 		b.Fatal(err)
@@ -334,10 +322,20 @@ func wazeroLoad(b *testing.B, dir string, rewritten []byte, pages uint32) {
 	}
 }
 
-// stubHostFunction returns 0 from any evr import.
-func stubHostFunction(_ context.Context, _ api.Module, stack []uint64) {
-	if len(stack) > 0 {
-		stack[0] = 0
+// stubHostModule instantiates an "evr" module in rt whose functions
+// return 0.
+func stubHostModule(b *testing.B, rt wazero.Runtime) {
+	stub := api.GoModuleFunc(func(_ context.Context, _ api.Module, stack []uint64) {
+		if len(stack) > 0 {
+			stack[0] = 0
+		}
+	})
+	host := rt.NewHostModuleBuilder(hostModule)
+	for name, sig := range hostFunctions {
+		host.NewFunctionBuilder().WithGoModuleFunction(stub, sig.params, sig.results).Export(name)
+	}
+	if _, err := host.Instantiate(context.Background()); err != nil {
+		b.Fatal(err)
 	}
 }
 
