@@ -1127,19 +1127,26 @@ func (m *module) appendBody(w, body []byte, fn uint32) ([]byte, error) {
 		}
 		at := r.pos
 		op := r.byte()
+		// The most frequent instructions first.
 		switch {
-		case op == 0x02 || op == 0x04: // block, if
-			if err := m.blockType(&r); err != nil {
+		case (op >= 0x20 && op <= 0x22) || op == 0x25 || op == 0x26:
+			r.u32()
+		case op >= 0x28 && op <= 0x3e: // loads and stores
+			r.u32()
+			r.u32()
+		case op == 0x41:
+			r.sleb(5)
+		case op == 0x00 || op == 0x01 || op == 0x05 || op == 0x1a || op == 0x1b ||
+			(op >= 0x45 && op <= 0xc4) || op == 0xd1:
+			// No immediates.
+		case op == 0x23 || op == 0x24: // global.get/set: not the router's globals
+			if idx := r.u32(); idx >= m.origGlobals {
+				return nil, fmt.Errorf("global %d does not exist", idx)
+			}
+		case op == 0x0c || op == 0x0d: // br, br_if
+			if err := label(r.u32(), depth); err != nil {
 				return nil, err
 			}
-			depth++
-		case op == 0x03: // loop: a tick after its block type
-			if err := m.blockType(&r); err != nil {
-				return nil, err
-			}
-			depth++
-			flush(r.pos)
-			c = m.appendCheck(c)
 		case op == 0x0b: // end
 			if depth > 0 {
 				depth--
@@ -1163,9 +1170,24 @@ func (m *module) appendBody(w, body []byte, fn uint32) ([]byte, error) {
 			w = appendU32(w, uint32(len(locals)+len(c)))
 			w = append(w, locals...)
 			return append(w, c...), nil
-		case op == 0x00 || op == 0x01 || op == 0x05 || op == 0x1a || op == 0x1b ||
-			(op >= 0x45 && op <= 0xc4) || op == 0xd1:
-			// No immediates.
+		case op == 0x02 || op == 0x04: // block, if
+			if err := m.blockType(&r); err != nil {
+				return nil, err
+			}
+			depth++
+		case op == 0x42:
+			r.sleb(10)
+		case op == 0x10 || op == 0xd2: // call, ref.func
+			if err := m.funcRef(r.u32()); err != nil {
+				return nil, err
+			}
+		case op == 0x03: // loop: a tick after its block type
+			if err := m.blockType(&r); err != nil {
+				return nil, err
+			}
+			depth++
+			flush(r.pos)
+			c = m.appendCheck(c)
 		case op == 0x0f: // return
 			flush(at)
 			c = m.appendStackRelease(c, cost)
@@ -1182,20 +1204,6 @@ func (m *module) appendBody(w, body []byte, fn uint32) ([]byte, error) {
 			r.u32()
 			flush(at)
 			c = m.appendStackRelease(c, cost)
-		case op == 0x0c || op == 0x0d: // br, br_if
-			if err := label(r.u32(), depth); err != nil {
-				return nil, err
-			}
-		case op == 0x10 || op == 0xd2: // call, ref.func
-			if err := m.funcRef(r.u32()); err != nil {
-				return nil, err
-			}
-		case (op >= 0x20 && op <= 0x22) || op == 0x25 || op == 0x26:
-			r.u32()
-		case op == 0x23 || op == 0x24: // global.get/set: not the router's globals
-			if idx := r.u32(); idx >= m.origGlobals {
-				return nil, fmt.Errorf("global %d does not exist", idx)
-			}
 		case op == 0x0e: // br_table
 			n := r.count()
 			for i := uint32(0); i <= n; i++ {
@@ -1213,9 +1221,6 @@ func (m *module) appendBody(w, body []byte, fn uint32) ([]byte, error) {
 				return nil, fmt.Errorf("select with %d types at offset %d", n, at)
 			}
 			r.byte()
-		case op >= 0x28 && op <= 0x3e: // loads and stores
-			r.u32()
-			r.u32()
 		case op == 0x3f: // memory.size
 			r.zero()
 		case op == 0x40: // memory.grow -> call $grow
@@ -1226,10 +1231,6 @@ func (m *module) appendBody(w, body []byte, fn uint32) ([]byte, error) {
 				c = appendU32(c, m.growFunc)
 				last = r.pos
 			}
-		case op == 0x41:
-			r.sleb(5)
-		case op == 0x42:
-			r.sleb(10)
 		case op == 0x43:
 			r.skip(4)
 		case op == 0x44:
