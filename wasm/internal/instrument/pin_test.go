@@ -71,7 +71,7 @@ func pinCorpus(t *testing.T) [][]byte {
 	for _, bin := range corpus[:len(corpus):len(corpus)] {
 		for range 3 {
 			bad := append([]byte(nil), bin...)
-			bad[8+int(next())%(len(bad)-8)] ^= byte(next()) | 1
+			bad[8+int(next()%uint32(len(bad)-8))] ^= byte(next()) | 1
 			corpus = append(corpus, bad)
 		}
 	}
