@@ -28,7 +28,7 @@
 // Guest code may not read or write the added globals: Rewrite refuses a
 // global index past the module's own. That check is only as good as the
 // decoder's agreement with wazero's on where each instruction starts, so
-// the decoder mirrors wazero v1.11.0's byte for byte (see rewriteBody) and
+// the decoder mirrors wazero v1.11.0's byte for byte (see appendBody) and
 // FuzzRewrite checks the agreement.
 //
 // Rewrite also
@@ -329,11 +329,10 @@ func Rewrite(bin []byte, opts Options) (out *Output, err error) {
 	emitMissing := func(before int) error {
 		for _, id := range []byte{secType, secFunction, secGlobal, secExport, secCode} {
 			if needed[id] && !present[id] && sectionRank(id) < before {
-				p, err := m.rewrite(section{id: id})
-				if err != nil {
+				var err error
+				if w, err = m.appendRewritten(w, section{id: id}); err != nil {
 					return err
 				}
-				w = appendSection(w, id, p)
 				present[id] = true
 			}
 		}
@@ -353,11 +352,10 @@ func Rewrite(bin []byte, opts Options) (out *Output, err error) {
 		if s.id == secStart {
 			continue // moved to an export
 		}
-		p, err := m.rewrite(s)
-		if err != nil {
+		var err error
+		if w, err = m.appendRewritten(w, s); err != nil {
 			return nil, err
 		}
-		w = appendSection(w, s.id, p)
 	}
 	if err := emitMissing(1 << 30); err != nil {
 		return nil, err
@@ -414,7 +412,8 @@ type module struct {
 	wrapTypes            map[string]uint32 // results -> type index
 	wrapList             [][]byte
 
-	code []byte // rewriteBody's buffer
+	code   []byte // appendBody's buffers
+	locals []byte
 }
 
 // scan walks the structure of section s, checks every count against the
@@ -757,8 +756,21 @@ func (m *module) constExpr(r *reader) error {
 	return nil
 }
 
-// rewrite returns the new payload of section s (s.payload is nil for a
-// section the module lacks).
+// appendRewritten appends section s, rewritten, to w (s.payload is nil for
+// a section the module lacks).
+func (m *module) appendRewritten(w []byte, s section) ([]byte, error) {
+	if s.id == secCode {
+		return m.appendCode(w, s.payload)
+	}
+	p, err := m.rewrite(s)
+	if err != nil {
+		return nil, err
+	}
+	return appendSection(w, s.id, p), nil
+}
+
+// rewrite returns the new payload of section s, other than the code
+// section.
 func (m *module) rewrite(s section) ([]byte, error) {
 	r := reader{b: s.payload}
 	switch s.id {
@@ -845,8 +857,6 @@ func (m *module) rewrite(s section) ([]byte, error) {
 			w = appendExport(w, StartExport, 0x00, m.startFunc)
 		}
 		return w, nil
-	case secCode:
-		return m.rewriteCode(s.payload)
 	}
 	return s.payload, nil
 }
@@ -928,7 +938,15 @@ func pagesString(pages uint32) string {
 	return fmt.Sprintf("%dKiB", b>>10)
 }
 
-func (m *module) rewriteCode(payload []byte) ([]byte, error) {
+// appendCode appends the rewritten code section to w. The section is most
+// of a module: its bodies go straight into w, after room for the section's
+// size (as many bytes as the original size takes), which is fixed up at
+// the end, rather than into a buffer of their own copied into w again.
+func (m *module) appendCode(w, payload []byte) ([]byte, error) {
+	w = append(w, secCode)
+	sizeAt := len(w)
+	room := len(appendU32(nil, uint32(len(payload))))
+	w = append(w, make([]byte, room)...)
 	r := reader{b: payload}
 	var n uint32
 	if payload != nil {
@@ -938,22 +956,18 @@ func (m *module) rewriteCode(payload []byte) ([]byte, error) {
 	if m.addGrow {
 		total++
 	}
-	w := make([]byte, 0, len(payload)+len(payload)/4+64)
 	w = appendU32(w, total)
-	var body []byte
 	for i := uint32(0); i < n; i++ {
 		size := r.u32()
 		if uint64(r.pos)+uint64(size) > uint64(len(payload)) {
 			return nil, fmt.Errorf("function %d: body size %d past the end of the code section", m.importedFuncs+i, size)
 		}
 		var err error
-		body, err = m.rewriteBody(body[:0], payload[r.pos:r.pos+int(size)], i)
+		w, err = m.appendBody(w, payload[r.pos:r.pos+int(size)], i)
 		if err != nil {
 			return nil, fmt.Errorf("not a valid WebAssembly module: function %d: %w", m.importedFuncs+i, err)
 		}
 		r.pos += int(size)
-		w = appendU32(w, uint32(len(body)))
-		w = append(w, body...)
 	}
 	// $slow: refill the fuel, exit to Go, then honour the interrupt flag.
 	g := []byte{0, 0x41} // no locals; i32.const
@@ -1000,6 +1014,16 @@ func (m *module) rewriteCode(payload []byte) ([]byte, error) {
 		w = appendU32(w, uint32(len(g)))
 		w = append(w, g...)
 	}
+	// The section's size, moved up or down if it does not take room bytes.
+	var sz [5]byte
+	size := appendU32(sz[:0], uint32(len(w)-sizeAt-room))
+	if len(size) != room {
+		end := len(w)
+		w = append(w, make([]byte, max(len(size)-room, 0))...)
+		copy(w[sizeAt+len(size):], w[sizeAt+room:end])
+		w = w[:end-room+len(size)]
+	}
+	copy(w[sizeAt:], size)
 	return w, nil
 }
 
@@ -1030,8 +1054,8 @@ func appendS32(w []byte, v int32) []byte {
 	}
 }
 
-// rewriteBody copies the body of defined function fn into w with the
-// router's checks added:
+// appendBody appends the body of defined function fn to w, its size first,
+// with the router's checks added:
 //
 //   - at entry, the function's frame is charged to the stack budget and a
 //     fuel tick runs; the original body is wrapped in a block of the
@@ -1066,7 +1090,7 @@ func appendS32(w []byte, v int32) []byte {
 //     past the 32nd;
 //   - 0xfe (threads) is refused: wazero only accepts it behind an
 //     experimental feature the router does not enable.
-func (m *module) rewriteBody(w, body []byte, fn uint32) ([]byte, error) {
+func (m *module) appendBody(w, body []byte, fn uint32) ([]byte, error) {
 	r := reader{b: body}
 	groups := r.u32()
 	groupsStart := r.pos
@@ -1103,19 +1127,26 @@ func (m *module) rewriteBody(w, body []byte, fn uint32) ([]byte, error) {
 		}
 		at := r.pos
 		op := r.byte()
+		// The most frequent instructions first.
 		switch {
-		case op == 0x02 || op == 0x04: // block, if
-			if err := m.blockType(&r); err != nil {
+		case (op >= 0x20 && op <= 0x22) || op == 0x25 || op == 0x26:
+			r.u32()
+		case op >= 0x28 && op <= 0x3e: // loads and stores
+			r.u32()
+			r.u32()
+		case op == 0x41:
+			r.sleb(5)
+		case op == 0x00 || op == 0x01 || op == 0x05 || op == 0x1a || op == 0x1b ||
+			(op >= 0x45 && op <= 0xc4) || op == 0xd1:
+			// No immediates.
+		case op == 0x23 || op == 0x24: // global.get/set: not the router's globals
+			if idx := r.u32(); idx >= m.origGlobals {
+				return nil, fmt.Errorf("global %d does not exist", idx)
+			}
+		case op == 0x0c || op == 0x0d: // br, br_if
+			if err := label(r.u32(), depth); err != nil {
 				return nil, err
 			}
-			depth++
-		case op == 0x03: // loop: a tick after its block type
-			if err := m.blockType(&r); err != nil {
-				return nil, err
-			}
-			depth++
-			flush(r.pos)
-			c = m.appendCheck(c)
 		case op == 0x0b: // end
 			if depth > 0 {
 				depth--
@@ -1129,17 +1160,34 @@ func (m *module) rewriteBody(w, body []byte, fn uint32) ([]byte, error) {
 			c = m.appendStackRelease(c, cost)
 			c = append(c, 0x0b)
 			m.code = c
+			locals := body[:groupsEnd]
 			if needScratch {
-				w = appendU32(w, groups+1)
-				w = append(w, body[groupsStart:groupsEnd]...)
-				w = append(w, 1, 0x7f)
-			} else {
-				w = append(w, body[:groupsEnd]...)
+				locals = appendU32(m.locals[:0], groups+1)
+				locals = append(locals, body[groupsStart:groupsEnd]...)
+				locals = append(locals, 1, 0x7f)
+				m.locals = locals
 			}
+			w = appendU32(w, uint32(len(locals)+len(c)))
+			w = append(w, locals...)
 			return append(w, c...), nil
-		case op == 0x00 || op == 0x01 || op == 0x05 || op == 0x1a || op == 0x1b ||
-			(op >= 0x45 && op <= 0xc4) || op == 0xd1:
-			// No immediates.
+		case op == 0x02 || op == 0x04: // block, if
+			if err := m.blockType(&r); err != nil {
+				return nil, err
+			}
+			depth++
+		case op == 0x42:
+			r.sleb(10)
+		case op == 0x10 || op == 0xd2: // call, ref.func
+			if err := m.funcRef(r.u32()); err != nil {
+				return nil, err
+			}
+		case op == 0x03: // loop: a tick after its block type
+			if err := m.blockType(&r); err != nil {
+				return nil, err
+			}
+			depth++
+			flush(r.pos)
+			c = m.appendCheck(c)
 		case op == 0x0f: // return
 			flush(at)
 			c = m.appendStackRelease(c, cost)
@@ -1156,20 +1204,6 @@ func (m *module) rewriteBody(w, body []byte, fn uint32) ([]byte, error) {
 			r.u32()
 			flush(at)
 			c = m.appendStackRelease(c, cost)
-		case op == 0x0c || op == 0x0d: // br, br_if
-			if err := label(r.u32(), depth); err != nil {
-				return nil, err
-			}
-		case op == 0x10 || op == 0xd2: // call, ref.func
-			if err := m.funcRef(r.u32()); err != nil {
-				return nil, err
-			}
-		case (op >= 0x20 && op <= 0x22) || op == 0x25 || op == 0x26:
-			r.u32()
-		case op == 0x23 || op == 0x24: // global.get/set: not the router's globals
-			if idx := r.u32(); idx >= m.origGlobals {
-				return nil, fmt.Errorf("global %d does not exist", idx)
-			}
 		case op == 0x0e: // br_table
 			n := r.count()
 			for i := uint32(0); i <= n; i++ {
@@ -1187,9 +1221,6 @@ func (m *module) rewriteBody(w, body []byte, fn uint32) ([]byte, error) {
 				return nil, fmt.Errorf("select with %d types at offset %d", n, at)
 			}
 			r.byte()
-		case op >= 0x28 && op <= 0x3e: // loads and stores
-			r.u32()
-			r.u32()
 		case op == 0x3f: // memory.size
 			r.zero()
 		case op == 0x40: // memory.grow -> call $grow
@@ -1200,10 +1231,6 @@ func (m *module) rewriteBody(w, body []byte, fn uint32) ([]byte, error) {
 				c = appendU32(c, m.growFunc)
 				last = r.pos
 			}
-		case op == 0x41:
-			r.sleb(5)
-		case op == 0x42:
-			r.sleb(10)
 		case op == 0x43:
 			r.skip(4)
 		case op == 0x44:
@@ -1230,7 +1257,7 @@ func (m *module) rewriteBody(w, body []byte, fn uint32) ([]byte, error) {
 	}
 }
 
-// label refuses a branch past the function's label: the block rewriteBody
+// label refuses a branch past the function's label: the block appendBody
 // wraps the body in would make it valid, a branch out of the function that
 // skips the release of the frame.
 func label(idx uint32, depth int) error {
