@@ -81,15 +81,17 @@ func closeBench(b *testing.B, d *Dispatcher) {
 
 func doneBench(ctx context.Context, d *Dispatcher, e *Event) { _ = d.Done(ctx, e) }
 
-// BenchmarkDispatcherTrickle: one event at a time with a pause after each,
+// BenchmarkTrickleSubmit: one event at a time with a pause after each,
 // long enough for the process to go idle, as a stream at a few events a
 // second does: what an event costs in goroutine hand-offs, each of which
 // may wake a sleeping thread. Like the stream's goroutine, the loop does
 // not wait for the acknowledgement (it would be one more hand-off); the
 // pause outlasts a delivery by far. It reports the process's CPU time and
 // scheduler time slices per event from /proc/self/task/*/schedstat; both
-// include the pause's own timer wake-up.
-func BenchmarkDispatcherTrickle(b *testing.B) {
+// include the pause's own timer wake-up. (Not named BenchmarkDispatcher...:
+// the README's -bench BenchmarkDispatcher -benchtime 300000x would pause
+// 300,000 times.)
+func BenchmarkTrickleSubmit(b *testing.B) {
 	const pause = 5 * time.Millisecond
 	p := nopProcessor{newFake("f")}
 	d := newTestDispatcher(p, &memSink{}, func(o *DispatcherOptions) {
