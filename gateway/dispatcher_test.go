@@ -624,6 +624,10 @@ func TestDispatcherHeldBatchLogsOnce(t *testing.T) {
 		}
 	}
 	eventually(t, "everything but vm-0 delivered", func() bool { return p.count("bus") == 50 })
+	// A call carrying vm-0 may not have run yet, its goroutine started
+	// but not scheduled while the others delivered everything else.
+	held := d.o.Metrics.DestinationHeld.WithLabelValues("fake", "bus")
+	eventually(t, "the destination held", func() bool { return promtest.ToFloat64(held) == 1 })
 	eventually(t, "ten calls", func() bool {
 		p.mu.Lock()
 		defer p.mu.Unlock()
