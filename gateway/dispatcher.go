@@ -141,6 +141,8 @@ type destination struct {
 	ready      []string           // entities whose head may be sent now
 	queued     int
 	inflight   int       // delivery calls in flight
+	lastBusy   time.Time // when the last call ended: idle since then if nothing is queued
+	stopped    bool      // the loop has ended: no call may start
 	probe      time.Time // held: no delivery before this
 	outage     int       // consecutive calls that failed as a whole; > 0 is held
 	epoch      uint64    // outages so far: the current one's number
@@ -464,6 +466,7 @@ func (d *Dispatcher) destination(name string) (*destination, error) {
 		depth:    d.o.Metrics.QueueDepth.WithLabelValues(d.o.ProcessorName, name),
 		held:     d.o.Metrics.DestinationHeld.WithLabelValues(d.o.ProcessorName, name),
 		entities: map[string][]*item{},
+		lastBusy: time.Now(),
 	}
 	dst.held.Set(0)
 	for i, r := range results {
@@ -489,7 +492,8 @@ func (dst *destination) reap() bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	dst.mu.Lock()
-	idle := dst.queued == 0 && dst.inflight == 0 && dst.users.Load() == 0 && len(dst.space) == 0
+	idle := dst.queued == 0 && dst.inflight == 0 && dst.users.Load() == 0 && len(dst.space) == 0 &&
+		time.Since(dst.lastBusy) >= d.o.IdleTimeout
 	dst.mu.Unlock()
 	if !idle {
 		return false
@@ -519,8 +523,62 @@ func (dst *destination) push(it *item) {
 	}
 	dst.queued++
 	dst.depth.Set(float64(dst.queued))
+	batch, wake := dst.startLocked()
 	dst.mu.Unlock()
-	dst.wake()
+	dst.start(batch, wake)
+}
+
+// startLocked takes a batch for a call that may start at once, without
+// waiting: a free slot, the destination not held, no linger. Submit, a
+// retry coming due and a call ending start it themselves rather than wake
+// the loop to start it: at a trickle each hand-off between goroutines
+// wakes a sleeping thread, and that, not the work, is most of an event's
+// CPU time. Otherwise it reports whether the loop must be woken: it holds
+// the probes of a held destination, lingers for batches and waits for a
+// slot another destination holds. With this destination's slots all in
+// use nobody needs waking: each of its calls, when it ends, starts the next.
+// A batch taken holds a slot and a count in d.wg (added here, under mu,
+// while the loop has not ended: Close's wg.Wait cannot have returned).
+// The caller holds dst.mu.
+func (dst *destination) startLocked() (batch []*item, wake bool) {
+	d := dst.d
+	switch {
+	case len(dst.ready) == 0 || dst.stopped || d.ctx.Err() != nil:
+		return nil, false
+	case dst.outage > 0 || d.batch.Linger > 0:
+		return nil, true
+	case dst.busyLocked():
+		return nil, false
+	}
+	select {
+	case d.sem <- struct{}{}:
+	default:
+		return nil, true
+	}
+	batch = dst.takeLocked(nil)
+	dst.inflight++
+	d.wg.Add(1)
+	// The loop starts the rest up to the slots, as in a burst.
+	return batch, len(dst.ready) > 0
+}
+
+// start starts the call startLocked took a batch for, and wakes the loop
+// when startLocked says so.
+func (dst *destination) start(batch []*item, wake bool) {
+	if len(batch) > 0 {
+		go dst.deliver(batch, 0)
+	}
+	if wake {
+		dst.wake()
+	}
+}
+
+// busyLocked reports whether the destination may not start another call:
+// its slots are in use, or it is held and its one probe is in flight (a
+// throttled destination must not be answered with a burst). The caller
+// holds dst.mu.
+func (dst *destination) busyLocked() bool {
+	return dst.inflight >= dst.d.slots() || (dst.outage > 0 && dst.inflight > 0)
 }
 
 // slots is how many delivery calls one destination may have in flight: all
@@ -545,19 +603,29 @@ func (dst *destination) wake() {
 	}
 }
 
-// loop sends ready entities' head events, one delivery call per event or per
-// batch, each holding one of the dispatcher's concurrency slots. It ends
+// loop sends ready entities' head events that nobody else starts (see
+// startLocked), one delivery call per event or per batch, each holding one
+// of the dispatcher's concurrency slots: the probes of a held destination,
+// lingering batches, calls waiting for a slot, the rest of a burst. It ends
 // when the dispatcher stops or the destination has been idle for
 // IdleTimeout.
 func (dst *destination) loop() {
 	d := dst.d
 	defer d.wg.Done()
-	var timer, idleTimer *time.Timer
 	defer func() {
-		for _, t := range []*time.Timer{timer, idleTimer} {
-			if t != nil {
-				t.Stop()
-			}
+		dst.mu.Lock()
+		dst.stopped = true
+		dst.mu.Unlock()
+	}()
+	var timer *time.Timer
+	// idle is always armed: calls ending do not wake the loop (see
+	// startLocked), so it looks now and then whether the destination has
+	// been idle long enough, at most twice per IdleTimeout.
+	idle := time.NewTimer(d.o.IdleTimeout)
+	defer func() {
+		idle.Stop()
+		if timer != nil {
+			timer.Stop()
 		}
 	}()
 	for {
@@ -567,28 +635,22 @@ func (dst *destination) loop() {
 			wait = time.Until(dst.probe)
 		}
 		n := len(dst.ready)
-		// A held destination gets one probe at a time: a throttled one
-		// must not be answered with a burst.
-		busy := dst.inflight >= d.slots() || (dst.outage > 0 && dst.inflight > 0)
-		idle := dst.queued == 0 && dst.inflight == 0
+		busy := dst.busyLocked()
 		dst.mu.Unlock()
 		if n == 0 || wait > 0 || busy {
-			var tc, ic <-chan time.Time
+			var tc <-chan time.Time
 			if n > 0 && wait > 0 && !busy {
 				timer = resetTimer(timer, wait)
 				tc = timer.C
 			}
-			if idle {
-				idleTimer = resetTimer(idleTimer, d.o.IdleTimeout)
-				ic = idleTimer.C
-			}
 			select {
 			case <-dst.nudge:
 			case <-tc:
-			case <-ic:
+			case <-idle.C:
 				if dst.reap() {
 					return
 				}
+				idle.Reset(dst.idleLeft())
 			case <-d.ctx.Done():
 				return
 			}
@@ -632,12 +694,30 @@ func resetTimer(t *time.Timer, d time.Duration) *time.Timer {
 	return t
 }
 
+// idleLeft is how long before the destination will have been idle for
+// IdleTimeout; a whole IdleTimeout while it is busy, or when reap found a
+// Submit about to queue an event.
+func (dst *destination) idleLeft() time.Duration {
+	dst.mu.Lock()
+	defer dst.mu.Unlock()
+	left := dst.d.o.IdleTimeout - time.Since(dst.lastBusy)
+	if dst.queued > 0 || dst.inflight > 0 || left <= 0 {
+		return dst.d.o.IdleTimeout
+	}
+	return left
+}
+
 // take removes up to a batch of ready entities and returns their heads,
 // counting one call in flight when there are any. probe is the outage's
-// number when the call is a probe of a held destination, else 0.
+// number when the call is a probe of a held destination, else 0. It takes
+// nothing when the destination is busy: calls started outside the loop
+// since it looked may have taken the slots.
 func (dst *destination) take() (batch []*item, probe uint64) {
 	dst.mu.Lock()
 	defer dst.mu.Unlock()
+	if dst.busyLocked() {
+		return nil, 0
+	}
 	batch = dst.takeLocked(nil)
 	if len(batch) > 0 {
 		dst.inflight++
@@ -681,9 +761,21 @@ func (dst *destination) takeLocked(have []*item) []*item {
 	return out
 }
 
+// deliver makes the call for batch, then the calls that can start as it
+// ends, one after the other (startLocked), instead of leaving them to a
+// new goroutine.
 func (dst *destination) deliver(batch []*item, probe uint64) {
+	for len(batch) > 0 {
+		next := dst.call(batch, probe)
+		dst.d.wg.Done()
+		batch, probe = next, 0
+	}
+}
+
+// call delivers one batch and handles the results; it returns the next
+// batch to deliver, as startLocked took it, if any.
+func (dst *destination) call(batch []*item, probe uint64) []*item {
 	d := dst.d
-	defer d.wg.Done()
 	evs := make([]*Event, len(batch))
 	for i, it := range batch {
 		evs[i] = it.ev
@@ -710,8 +802,10 @@ func (dst *destination) deliver(batch []*item, probe uint64) {
 			}
 		}
 	}
+	end := time.Now()
 	dst.mu.Lock()
 	dst.inflight--
+	dst.lastBusy = end
 	startOutage, endOutage := false, false
 	var heldFor time.Duration
 	switch {
@@ -739,6 +833,7 @@ func (dst *destination) deliver(batch []*item, probe uint64) {
 		dst.heldReason = ""
 		dst.held.Set(0)
 	}
+	next, wake := dst.startLocked()
 	dst.mu.Unlock()
 	if startOutage {
 		d.o.Log.Warn("destination held as a whole; holding its events until it is back, no attempt counted",
@@ -748,7 +843,10 @@ func (dst *destination) deliver(batch []*item, probe uint64) {
 		d.o.Log.Info("destination back; delivering its held events", "processor", d.o.ProcessorName,
 			"destination", dst.name, "held_for", heldFor.Round(time.Second).String())
 	}
-	dst.wake()
+	if wake {
+		dst.wake()
+	}
+	return next
 }
 
 // finish handles one event's delivery result. It reports whether the
@@ -793,8 +891,9 @@ func (dst *destination) finish(it *item, err error) bool {
 		time.AfterFunc(wait, func() {
 			dst.mu.Lock()
 			dst.ready = append(dst.ready, it.key)
+			batch, wake := dst.startLocked()
 			dst.mu.Unlock()
-			dst.wake()
+			dst.start(batch, wake)
 		})
 	}
 	return false

@@ -36,11 +36,29 @@ type fakeProcessor struct {
 	hang      string         // deliveries to this destination wait for their ctx
 	calling   map[string]int // destination -> calls in flight
 	peak      map[string]int // destination -> most calls in flight at once
+	peakAll   int            // most calls in flight at once, over all destinations
+	// startedBy counts calls by the function that started the goroutine
+	// making them: "(*destination).loop", or "(*destination).start" for
+	// Submit, a retry and a call ending (the trickle's path).
+	startedBy map[string]int
 }
 
 func newFake(dests ...string) *fakeProcessor {
 	return &fakeProcessor{dests: dests, delivered: map[string][]*Event{}, inFlight: map[string]int{}, attempts: map[*Event]int{},
-		calling: map[string]int{}, peak: map[string]int{}}
+		calling: map[string]int{}, peak: map[string]int{}, startedBy: map[string]int{}}
+}
+
+// starter names the function that started the calling goroutine, from its
+// stack's "created by" line.
+func starter() string {
+	buf := make([]byte, 8192)
+	st := string(buf[:runtime.Stack(buf, false)])
+	_, by, ok := strings.Cut(st, "\ncreated by ")
+	if !ok {
+		return "?"
+	}
+	by, _, _ = strings.Cut(by, " in goroutine")
+	return by[strings.LastIndex(by, "gateway.")+len("gateway."):]
 }
 
 func (f *fakeProcessor) Start(context.Context) error { return nil }
@@ -52,10 +70,17 @@ func (f *fakeProcessor) Ready() error                 { return nil }
 func (f *fakeProcessor) Close() error                 { return nil }
 
 func (f *fakeProcessor) Deliver(ctx context.Context, dest string, evs []*Event) []error {
+	by := starter()
 	f.mu.Lock()
 	f.calls = append(f.calls, evs)
+	f.startedBy[by]++
 	f.calling[dest]++
 	f.peak[dest] = max(f.peak[dest], f.calling[dest])
+	all := 0
+	for _, n := range f.calling {
+		all += n
+	}
+	f.peakAll = max(f.peakAll, all)
 	for _, ev := range evs {
 		key := dest + "/" + ev.Entity
 		if ev.Entity != "" && f.inFlight[key] > 0 {
@@ -599,6 +624,10 @@ func TestDispatcherHeldBatchLogsOnce(t *testing.T) {
 		}
 	}
 	eventually(t, "everything but vm-0 delivered", func() bool { return p.count("bus") == 50 })
+	// A call carrying vm-0 may not have run yet, its goroutine started
+	// but not scheduled while the others delivered everything else.
+	held := d.o.Metrics.DestinationHeld.WithLabelValues("fake", "bus")
+	eventually(t, "the destination held", func() bool { return promtest.ToFloat64(held) == 1 })
 	eventually(t, "ten calls", func() bool {
 		p.mu.Lock()
 		defer p.mu.Unlock()
