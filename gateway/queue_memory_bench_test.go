@@ -88,6 +88,7 @@ func BenchmarkQueuedEventMemory(b *testing.B) {
 			}
 			b.ReportMetric(per, "B/event")
 			b.ReportMetric(float64(len(queuedEvent(1, c.entities).JSON)), "JSON-B/event")
+			b.Logf("issue 16 target: ≤ 2,048 B per queued event: %s (%.0f B)", met(per <= 2048), per)
 		})
 	}
 }
@@ -128,4 +129,11 @@ func liveHeap() uint64 {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	return ms.HeapAlloc
+}
+
+func met(ok bool) string {
+	if ok {
+		return "met"
+	}
+	return "missed"
 }
