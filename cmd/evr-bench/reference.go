@@ -51,7 +51,7 @@ func runReferenceChild(addr string) int {
 		if err != nil {
 			return 0 // the bench closed the connection: the run is over
 		}
-		fmt.Fprintf(out, "message of %d bytes\n", len(msg))
+		_, _ = fmt.Fprintf(out, "message of %d bytes\n", len(msg)) // a write error shows at Flush
 		if out.Flush() != nil {
 			return 1
 		}
