@@ -3,20 +3,17 @@ package main
 import (
 	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"os"
 	"os/exec"
 	"strings"
 	"time"
+
+	"github.com/vmware-samples/vmware-event-router/internal/testutil"
 )
 
 // The reference process is the least any Go process must do for an event
@@ -71,7 +68,11 @@ type reference struct {
 
 // startReference starts the reference process and waits for its connection.
 func startReference(ctx context.Context) (_ *reference, err error) {
-	cert, err := selfSigned()
+	certPEM, keyPEM, err := testutil.SelfSigned()
+	if err != nil {
+		return nil, fmt.Errorf("reference process: %w", err)
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
 		return nil, fmt.Errorf("reference process: %w", err)
 	}
@@ -152,23 +153,4 @@ func (r *reference) close() {
 		_ = r.cmd.Process.Kill()
 	}
 	_ = r.cmd.Wait()
-}
-
-// selfSigned makes a certificate for 127.0.0.1, for this run only.
-func selfSigned() (tls.Certificate, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
 }

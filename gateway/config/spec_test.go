@@ -1,18 +1,12 @@
 package config
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
+
+	"github.com/vmware-samples/vmware-event-router/internal/testutil"
 )
 
 // TestSpecsComplete: every kind the loader knows is documented, each option
@@ -66,8 +60,8 @@ func TestRegisterRefusesMistakes(t *testing.T) {
 // check too, not only looked for; offline they are not.
 func TestCheckRefusesWhatTheDaemonWould(t *testing.T) {
 	dir := t.TempDir()
-	certFile, keyFile, junk := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"), filepath.Join(dir, "junk.pem")
-	writeCert(t, certFile, keyFile)
+	certFile, keyFile := testutil.WriteSelfSigned(t, dir)
+	junk := filepath.Join(dir, "junk.pem")
 	if err := os.WriteFile(junk, []byte("not PEM\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -92,30 +86,6 @@ func TestCheckRefusesWhatTheDaemonWould(t *testing.T) {
 	}
 	if _, err := ParseOffline("bad.json", bad); err != nil {
 		t.Errorf("offline, the files are not read: %v", err)
-	}
-}
-
-// writeCert writes a self-signed certificate and its key.
-func writeCert(t *testing.T, certFile, keyFile string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for file, block := range map[string]*pem.Block{certFile: {Type: "CERTIFICATE", Bytes: der}, keyFile: {Type: "EC PRIVATE KEY", Bytes: kder}} {
-		if err := os.WriteFile(file, pem.EncodeToMemory(block), 0o600); err != nil {
-			t.Fatal(err)
-		}
 	}
 }
 

@@ -1,5 +1,5 @@
 // Package testutil holds small helpers that tests in several packages
-// share.
+// share (and evr-bench: its throwaway TLS certificate).
 package testutil
 
 import (
