@@ -110,15 +110,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			"  top -metrics URL [-interval 1s] [-user U]  live rates, lag and queues per stream and processor\n")
 		_, _ = fmt.Fprintf(stderr, "\ncommit: %s\nversion: %s\n", c, v)
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
-	}
-	if fs.NArg() > 0 {
-		_, _ = fmt.Fprintf(stderr, "vmware-event-router: unexpected argument %q (see -h)\n", fs.Arg(0))
-		return 2
+	if code, ok := parseArgs(fs, args, stderr, "vmware-event-router"); !ok {
+		return code
 	}
 	if err := fromEnvironment(fs, configPath, verbose); err != nil {
 		_, _ = fmt.Fprintf(stderr, "vmware-event-router: %v\n", err)
@@ -244,4 +237,20 @@ func cgroupMemoryLimit(root string) (limit int64, ok bool) {
 		return n, true
 	}
 	return 0, false
+}
+
+// parseArgs parses a verb's flags, which take no positional arguments. When
+// ok is false the verb exits with code: 0 for -h, 2 for a usage error.
+func parseArgs(fs *flag.FlagSet, args []string, stderr io.Writer, name string) (code int, ok bool) {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0, false
+		}
+		return 2, false
+	}
+	if fs.NArg() > 0 {
+		_, _ = fmt.Fprintf(stderr, "%s: unexpected argument %q (see -h)\n", name, fs.Arg(0))
+		return 2, false
+	}
+	return 0, true
 }

@@ -43,15 +43,8 @@ func topCommand(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		_, _ = fmt.Fprintf(stderr, "vmware-event-router top: "+format+"\n", a...)
 		return 1
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
-	}
-	if fs.NArg() > 0 {
-		_, _ = fmt.Fprintf(stderr, "vmware-event-router top: unexpected argument %q (see -h)\n", fs.Arg(0))
-		return 2
+	if code, ok := parseArgs(fs, args, stderr, "vmware-event-router top"); !ok {
+		return code
 	}
 	if *interval < 100*time.Millisecond {
 		return fail("-interval: must be at least 100ms, got %v", *interval)
