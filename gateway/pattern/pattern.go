@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"quamina.net/go/quamina"
 
@@ -99,6 +100,26 @@ func Decorate(proc gateway.Processor, p *Pattern) gateway.Processor {
 type decorated struct {
 	gateway.Processor
 	p *Pattern
+	// last is the pattern's verdict on the last event the routing filter
+	// asked about. The dispatcher's Destinations asks about that same
+	// event right after, and the pattern need not run twice; any other
+	// event (another stream's, a catch-up's, a replay's) is matched again.
+	// Holding the event keeps its address from being reused.
+	last atomic.Pointer[verdict]
+}
+
+type verdict struct {
+	ev *gateway.Event
+	ok bool
+}
+
+// match evaluates the pattern on ev, or takes the verdict the routing
+// filter just reached on it.
+func (d *decorated) match(ev *gateway.Event) bool {
+	if v := d.last.Load(); v != nil && v.ev == ev {
+		return v.ok
+	}
+	return d.p.Match(ev.JSON)
 }
 
 type batching struct {
@@ -119,12 +140,12 @@ func (d *decorated) Subscription(ctx context.Context) (gateway.Subscription, err
 	if err != nil {
 		return nil, err
 	}
-	return both{sub: sub, p: d.p}, nil
+	return both{sub: sub, d: d}, nil
 }
 
 // Destinations returns none for an event the pattern does not match.
 func (d *decorated) Destinations(ev *gateway.Event) []string {
-	if !d.p.Match(ev.JSON) {
+	if !d.match(ev) {
 		return nil
 	}
 	return d.Processor.Destinations(ev)
@@ -132,8 +153,16 @@ func (d *decorated) Destinations(ev *gateway.Event) []string {
 
 type both struct {
 	sub gateway.Subscription
-	p   *Pattern
+	d   *decorated
 }
 
-// Match asks the processor first: a topic lookup is cheaper than the pattern.
-func (b both) Match(ev *gateway.Event) bool { return b.sub.Match(ev) && b.p.Match(ev.JSON) }
+// Match asks the processor first: a topic lookup is cheaper than the
+// pattern. The pattern's verdict is kept for Destinations.
+func (b both) Match(ev *gateway.Event) bool {
+	if !b.sub.Match(ev) {
+		return false
+	}
+	ok := b.d.p.Match(ev.JSON)
+	b.d.last.Store(&verdict{ev: ev, ok: ok})
+	return ok
+}

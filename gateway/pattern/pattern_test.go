@@ -147,8 +147,37 @@ func TestDecorate(t *testing.T) {
 	}
 }
 
+// TestDecorateMatchesOnce: Destinations takes the verdict the routing
+// filter just reached on the same event rather than matching again, and
+// matches any other event itself.
+func TestDecorateMatchesOnce(t *testing.T) {
+	p, err := Compile(`{"data":{"Vm":{"Name":[{"prefix":"prod-"}]}}}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := Decorate(processor{topics: map[string]bool{"VmPoweredOnEvent": true}}, p)
+	sub, err := d.Subscription(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	routed := &gateway.Event{Subject: "VmPoweredOnEvent", JSON: cloudEvent("VmPoweredOnEvent", "prod-1", "dc")}
+	if !sub.Match(routed) {
+		t.Fatal("the routing filter's match refused a prod- VM")
+	}
+	// Were the pattern run again, this document would be refused.
+	routed.JSON = cloudEvent("VmPoweredOnEvent", "test-1", "dc")
+	if len(d.Destinations(routed)) == 0 {
+		t.Error("Destinations matched the routed event again instead of taking the routing filter's verdict")
+	}
+	other := &gateway.Event{Subject: "VmPoweredOnEvent", JSON: cloudEvent("VmPoweredOnEvent", "test-2", "dc")}
+	if got := d.Destinations(other); len(got) != 0 {
+		t.Errorf("Destinations(another event, a test- VM) = %v: the last verdict leaked to it", got)
+	}
+}
+
 // BenchmarkMatch is the cost per event of the README's example pattern; the
-// router evaluates it twice per event (routing filter and dispatcher).
+// router evaluates it once per event and processor (the routing filter;
+// the dispatcher reuses its verdict).
 func BenchmarkMatch(b *testing.B) {
 	p, err := Compile(`{"data":{"Datacenter":{"Name":["dc-east"]},"Vm":{"Name":[{"prefix":"prod-"}]}}}`)
 	if err != nil {
