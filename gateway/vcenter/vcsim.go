@@ -12,7 +12,6 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/url"
@@ -21,11 +20,9 @@ import (
 
 	"github.com/vmware/govmomi/find"
 	"github.com/vmware/govmomi/object"
-	"github.com/vmware/govmomi/property"
 	"github.com/vmware/govmomi/simulator"
 	"github.com/vmware/govmomi/vim25"
 	"github.com/vmware/govmomi/vim25/methods"
-	"github.com/vmware/govmomi/vim25/mo"
 	"github.com/vmware/govmomi/vim25/soap"
 	"github.com/vmware/govmomi/vim25/types"
 
@@ -141,38 +138,6 @@ func (g *generator) pace(ctx context.Context, events int) bool {
 	}
 }
 
-// waitTask polls a task's info until it ends. govmomi's task.WaitForResult
-// creates a property collector and filter, waits on them and destroys them;
-// when ctx ends during the wait the simulator's WaitForUpdatesEx goes on
-// reading the collector's filters, without its lock, as the destroy
-// removes one: a data race inside the simulator (v0.56). Reading the
-// task's properties creates nothing to destroy.
-func waitTask(ctx context.Context, c *vim25.Client, task *object.Task) (*types.TaskInfo, error) {
-	pc := property.DefaultCollector(c)
-	t := time.NewTicker(5 * time.Millisecond)
-	defer t.Stop()
-	for {
-		var mt mo.Task
-		if err := pc.RetrieveOne(ctx, task.Reference(), []string{"info"}, &mt); err != nil {
-			return nil, err
-		}
-		switch mt.Info.State {
-		case types.TaskInfoStateSuccess:
-			return &mt.Info, nil
-		case types.TaskInfoStateError:
-			if mt.Info.Error != nil {
-				return &mt.Info, errors.New(mt.Info.Error.LocalizedMessage)
-			}
-			return &mt.Info, errors.New("task failed")
-		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-t.C:
-		}
-	}
-}
-
 func (g *generator) run(ctx context.Context) {
 	g.next = time.Now()
 	for n := 1; ctx.Err() == nil; {
@@ -283,7 +248,7 @@ func (g *generator) cycles(ctx context.Context, c *vim25.Client, n int) int {
 			task, err := st.do()
 			var info *types.TaskInfo
 			if err == nil {
-				info, err = waitTask(ctx, c, task)
+				info, err = vcsimfix.WaitTask(ctx, c, task)
 			}
 			if err != nil {
 				if ctx.Err() == nil {

@@ -1,13 +1,21 @@
-// Package vcsimfix works around a data race in govmomi's simulator (v0.56),
+// Package vcsimfix works around data races in govmomi's simulator (v0.56),
 // for the embedded vcsim stream and the tests' simulators alike.
 package vcsimfix
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"io"
 	"net/http"
+	"time"
 
+	"github.com/vmware/govmomi/object"
+	"github.com/vmware/govmomi/property"
 	"github.com/vmware/govmomi/simulator"
+	"github.com/vmware/govmomi/vim25"
+	"github.com/vmware/govmomi/vim25/mo"
+	"github.com/vmware/govmomi/vim25/types"
 )
 
 // SerializeCollectorDestroy works around two data races in the simulator.
@@ -43,4 +51,36 @@ func SerializeCollectorDestroy(model *simulator.Model) {
 		defer unlock()
 		svc.ServeSDK(w, r)
 	})
+}
+
+// WaitTask polls a task's info until it ends. govmomi's task.WaitForResult
+// creates a property collector and filter, waits on them and destroys them;
+// when ctx ends during the wait the simulator's WaitForUpdatesEx goes on
+// reading the collector's filters, without its lock, as the destroy
+// removes one: a data race inside the simulator (v0.56). Reading the
+// task's properties creates nothing to destroy.
+func WaitTask(ctx context.Context, c *vim25.Client, task *object.Task) (*types.TaskInfo, error) {
+	pc := property.DefaultCollector(c)
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for {
+		var mt mo.Task
+		if err := pc.RetrieveOne(ctx, task.Reference(), []string{"info"}, &mt); err != nil {
+			return nil, err
+		}
+		switch mt.Info.State {
+		case types.TaskInfoStateSuccess:
+			return &mt.Info, nil
+		case types.TaskInfoStateError:
+			if mt.Info.Error != nil {
+				return &mt.Info, errors.New(mt.Info.Error.LocalizedMessage)
+			}
+			return &mt.Info, errors.New("task failed")
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-t.C:
+		}
+	}
 }

@@ -338,7 +338,7 @@ func (s *Sim) CreateVMs(prefix string, n int) []VM {
 	pc := property.DefaultCollector(s.api)
 	vms := make([]VM, n)
 	for i, task := range tasks {
-		info, err := task.WaitForResult(ctx)
+		info, err := vcsimfix.WaitTask(ctx, s.api, task)
 		if err != nil {
 			s.t.Fatalf("vcsimtest: creating VM %d: %v", i, err)
 		}
